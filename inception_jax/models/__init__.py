@@ -1,0 +1,17 @@
+"""The Inception model zoo: ``create(name, ...)``, ``list_models()``.
+
+Importing this package registers every model.
+"""
+
+from inception_jax.models.registry import ModelInfo, create, get_info, list_models
+from inception_jax.models import (bn_inception, cifar, googlenet, inception_resnet_v2,  # noqa: F401
+                                  inception_v3, inception_v4)
+from inception_jax.models.googlenet import GoogLeNet
+from inception_jax.models.cifar import InceptionCIFAR
+from inception_jax.models.bn_inception import BNInception
+from inception_jax.models.inception_v3 import InceptionV3
+from inception_jax.models.inception_v4 import InceptionV4
+from inception_jax.models.inception_resnet_v2 import InceptionResNetV2
+
+__all__ = ["create", "list_models", "get_info", "ModelInfo", "GoogLeNet", "InceptionCIFAR",
+           "BNInception", "InceptionV3", "InceptionV4", "InceptionResNetV2"]

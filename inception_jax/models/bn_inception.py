@@ -1,0 +1,88 @@
+"""BN-Inception (Inception v2): Ioffe & Szegedy, "Batch Normalization: Accelerating
+Deep Network Training by Reducing Internal Covariate Shift", ICML 2015.
+
+Matches Cadene's ``pretrainedmodels.bninception`` (the usual source of ImageNet
+weights) layer for layer, with its flat layer names (``inception_3a_1x1``,
+``inception_3a_1x1_bn``, ...): convs *with* bias, BatchNorm eps 1e-5, ceil-mode
+max pools, count_include_pad average pools, 3x3 convs in place of the 5x5 (two
+stacked: ``double_3x3``), stride-2 reductions in 3c and 4e, and a max pool
+branch in 5b. Its weights expect BGR input in [0, 255] minus (104, 117, 128).
+
+Difference: the reference ends with a fixed 7x7 average pool, so it only runs
+on 224x224 inputs (7x7 features); here it is a global average pool, identical
+at 224 and usable at other sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inception_jax import layers
+from inception_jax.models.registry import ModelInfo, register
+
+# name: (1x1, 3x3_reduce, 3x3, double_3x3_reduce, double_3x3, pool kind, pool_proj)
+# A reduction block (stride 2) has no 1x1 branch and a plain max pool branch.
+BN_INCEPTION_CFG = (
+    ("inception_3a", 64, 64, 64, 64, 96, "avg", 32),
+    ("inception_3b", 64, 64, 96, 64, 96, "avg", 64),
+    ("inception_3c", None, 128, 160, 64, 96, "reduce", None),
+    ("inception_4a", 224, 64, 96, 96, 128, "avg", 128),
+    ("inception_4b", 192, 96, 128, 96, 128, "avg", 128),
+    ("inception_4c", 160, 128, 160, 128, 160, "avg", 128),
+    ("inception_4d", 96, 128, 192, 160, 192, "avg", 128),
+    ("inception_4e", None, 128, 192, 192, 256, "reduce", None),
+    ("inception_5a", 352, 192, 320, 160, 224, "avg", 128),
+    ("inception_5b", 352, 192, 320, 192, 224, "max", 128),
+)
+
+
+class BNInception(nn.Module):
+    num_classes: int = 1000
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+    axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        layers.check_image_input("bn_inception", x, 16)
+
+        def conv_bn(y, name, features, kernel, stride=1, padding=0):
+            y = nn.Conv(features, (kernel, kernel), (stride, stride),
+                        padding=((padding, padding), (padding, padding)), use_bias=True,
+                        dtype=self.dtype, name=name)(y)
+            y = layers.BatchNorm(0.1, 1e-5, self.dtype, self.axis_name, name=name + "_bn")(y, train)
+            return nn.relu(y)
+
+        x = conv_bn(x.astype(self.dtype), "conv1_7x7_s2", 64, 7, 2, 3)
+        x = layers.max_pool(x, 3, 2, ceil_mode=True)
+        x = conv_bn(x, "conv2_3x3_reduce", 64, 1)
+        x = conv_bn(x, "conv2_3x3", 192, 3, 1, 1)
+        x = layers.max_pool(x, 3, 2, ceil_mode=True)
+        for name, c1, c3r, c3, cdr, cd, pool, proj in BN_INCEPTION_CFG:
+            stride = 2 if pool == "reduce" else 1
+            outs = []
+            if c1 is not None:
+                outs.append(conv_bn(x, f"{name}_1x1", c1, 1))
+            y = conv_bn(x, f"{name}_3x3_reduce", c3r, 1)
+            outs.append(conv_bn(y, f"{name}_3x3", c3, 3, stride, 1))
+            y = conv_bn(x, f"{name}_double_3x3_reduce", cdr, 1)
+            y = conv_bn(y, f"{name}_double_3x3_1", cd, 3, 1, 1)
+            outs.append(conv_bn(y, f"{name}_double_3x3_2", cd, 3, stride, 1))
+            if pool == "reduce":
+                outs.append(layers.max_pool(x, 3, 2, ceil_mode=True))
+            else:
+                y = (layers.avg_pool(x, 3, 1, 1, ceil_mode=True) if pool == "avg"
+                     else layers.max_pool(x, 3, 1, 1, ceil_mode=True))
+                outs.append(conv_bn(y, f"{name}_pool_proj", proj, 1))
+            x = jnp.concatenate(outs, axis=-1)
+        x = layers.global_avg_pool(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
+
+
+register(ModelInfo("bn_inception", BNInception, 224, 16, classifier="last_linear",
+                   reference="pretrainedmodels (Cadene) bninception"))

@@ -1,0 +1,152 @@
+"""GoogLeNet (Inception v1): Szegedy et al., "Going Deeper with Convolutions", CVPR 2015.
+
+Three registered variants share this file:
+
+* ``googlenet`` matches ``torchvision.models.googlenet`` exactly (same layer
+  names, so its ImageNet weights convert by name): BatchNorm after every conv,
+  ceil-mode max pools, a 2x2 last pool, the 3x3 conv in the "5x5" branch that
+  torchvision keeps for weight compatibility (vision issue #906), dropout 0.2,
+  aux heads after 4a and 4d with adaptive 4x4 pooling and dropout 0.7, and the
+  ``transform_input`` option (re-normalises ImageNet-normalised input to the
+  [-1, 1] scaling the original Google weights expect).
+* ``googlenet_paper`` is the paper / design-doc version: a real 5x5 conv in
+  the third branch, padded (not ceil-mode) pools, dropout 0.4.
+* ``googlenet_cifar`` adapts the torchvision body to 32x32 inputs: a 3x3 stem
+  without any downsampling (conv1 3x3, conv2 1x1, conv3 3x3; no maxpool1/2),
+  so the Inception stages see 32x32 / 16x16 / 8x8 grids; aux heads optional.
+
+Differences from torchvision: train mode returns ``(logits, aux1, aux2)`` in
+network order (torchvision's namedtuple is ``(logits, aux2, aux1)``); the
+paper's original aux heads used a 5x5/3 average pool, here (as in torchvision
+and the design doc) adaptive 4x4 pooling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inception_jax import layers
+from inception_jax.models.registry import ModelInfo, register
+
+# (in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj) from the paper's Table 1.
+INCEPTION_CFG = {
+    "inception3a": (192, 64, 96, 128, 16, 32, 32),
+    "inception3b": (256, 128, 128, 192, 32, 96, 64),
+    "inception4a": (480, 192, 96, 208, 16, 48, 64),
+    "inception4b": (512, 160, 112, 224, 24, 64, 64),
+    "inception4c": (512, 128, 128, 256, 24, 64, 64),
+    "inception4d": (512, 112, 144, 288, 32, 64, 64),
+    "inception4e": (528, 256, 160, 320, 32, 128, 128),
+    "inception5a": (832, 256, 160, 320, 32, 128, 128),
+    "inception5b": (832, 384, 192, 384, 48, 128, 128),
+}
+
+_NAMES = {"torchvision": "googlenet", "paper": "googlenet_paper", "cifar": "googlenet_cifar"}
+_MIN_SIZE = {"torchvision": 15, "paper": 17, "cifar": 4}
+_DEFAULT_DROPOUT = {"torchvision": 0.2, "paper": 0.4, "cifar": 0.2}
+
+
+def transform_imagenet_input(x: jax.Array) -> jax.Array:
+    """torchvision's ``transform_input``: ImageNet mean/std normalisation -> (x - 0.5) / 0.5."""
+    mean = jnp.array([0.485, 0.456, 0.406], x.dtype)
+    std = jnp.array([0.229, 0.224, 0.225], x.dtype)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
+
+
+class GoogLeNet(nn.Module):
+    """GoogLeNet; ``variant`` is "torchvision", "paper" or "cifar" (see module docstring)."""
+
+    num_classes: int = 1000
+    aux_logits: bool = True
+    transform_input: bool = False
+    dropout: Optional[float] = None
+    dropout_aux: float = 0.7
+    dtype: Any = jnp.float32
+    axis_name: Optional[str] = None
+    variant: str = "torchvision"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False):
+        v = self.variant
+        if v not in _NAMES:
+            raise ValueError(f"GoogLeNet: unknown variant {v!r}; expected one of {sorted(_NAMES)}")
+        layers.check_image_input(_NAMES[v], x, _MIN_SIZE[v])
+        conv = layers.make_conv(self.dtype, self.axis_name)
+        torchvision_like = v != "paper"
+        kernel5 = 3 if torchvision_like else 5
+
+        def pool(y, last=False):
+            if torchvision_like:
+                k = 2 if last else 3
+                return layers.max_pool(y, k, 2, ceil_mode=True)
+            return layers.max_pool(y, 3, 2, padding=1)
+
+        def inception(y, name):
+            return layers.InceptionModule(*INCEPTION_CFG[name], branch3_kernel=kernel5,
+                                          pool_ceil_mode=torchvision_like, conv=conv,
+                                          name=name)(y, train)
+
+        run_aux = self.aux_logits and (train or self.is_initializing())
+
+        def aux(y, name):
+            return layers.AuxiliaryClassifier(self.num_classes, self.dropout_aux, conv=conv,
+                                              dtype=self.dtype, name=name)(y, train)
+
+        if self.transform_input:
+            x = transform_imagenet_input(x)
+        x = x.astype(self.dtype)
+        if v == "cifar":
+            x = conv(64, 3, 1, 1, name="conv1")(x, train)
+            x = conv(64, 1, name="conv2")(x, train)
+            x = conv(192, 3, 1, 1, name="conv3")(x, train)
+        else:
+            x = conv(64, 7, 2, 3, name="conv1")(x, train)
+            x = pool(x)
+            x = conv(64, 1, name="conv2")(x, train)
+            x = conv(192, 3, 1, 1, name="conv3")(x, train)
+            x = pool(x)
+        x = inception(x, "inception3a")
+        x = inception(x, "inception3b")
+        x = pool(x)
+        x = inception(x, "inception4a")
+        aux1 = aux(x, "aux1") if run_aux else None
+        x = inception(x, "inception4b")
+        x = inception(x, "inception4c")
+        x = inception(x, "inception4d")
+        aux2 = aux(x, "aux2") if run_aux else None
+        x = inception(x, "inception4e")
+        x = pool(x, last=True)
+        x = inception(x, "inception5a")
+        x = inception(x, "inception5b")
+        x = layers.global_avg_pool(x)
+        rate = _DEFAULT_DROPOUT[v] if self.dropout is None else self.dropout
+        x = nn.Dropout(rate, deterministic=not train)(x)
+        logits = layers.dense(self.num_classes, self.dtype, "fc")(x)
+        if self.aux_logits and train:
+            return logits, aux1, aux2
+        return logits
+
+
+class GoogLeNetPaper(GoogLeNet):
+    variant: str = "paper"
+
+
+class GoogLeNetCIFAR(GoogLeNet):
+    aux_logits: bool = False
+    variant: str = "cifar"
+
+
+_COMMON = dict(has_aux=True, classifier="fc", aux_prefixes=("aux1", "aux2"))
+register(ModelInfo("googlenet", GoogLeNet, 224, _MIN_SIZE["torchvision"], aux_default=True,
+                   min_aux_input_size=_MIN_SIZE["torchvision"],
+                   reference="torchvision.models.googlenet", **_COMMON))
+register(ModelInfo("googlenet_paper", GoogLeNetPaper, 224, _MIN_SIZE["paper"], aux_default=True,
+                   min_aux_input_size=_MIN_SIZE["paper"],
+                   reference="design doc GoogLeNet (Szegedy et al. 2014)", **_COMMON))
+register(ModelInfo("googlenet_cifar", GoogLeNetCIFAR, 32, _MIN_SIZE["cifar"], num_classes=10,
+                   aux_default=False, min_aux_input_size=_MIN_SIZE["cifar"],
+                   reference="torchvision GoogLeNet body, CIFAR stem", **_COMMON))

@@ -1,0 +1,75 @@
+"""Inception-ResNet-v2: Szegedy et al., "Inception-v4, Inception-ResNet and the Impact
+of Residual Connections on Learning", AAAI 2017.
+
+Matches ``timm``'s ``inception_resnet_v2`` layer for layer (names
+``conv2d_1a`` ... ``mixed_5b``, ``repeat_<i>`` / ``repeat_1_<i>`` /
+``repeat_2_<i>`` for timm's ``repeat.<i>`` ..., ``block8``, ``conv2d_7b``,
+``classif``): residual Inception blocks whose residual branch is scaled by
+0.17 (Block35 x10), 0.10 (Block17 x20) and 0.20 (Block8 x9) before the sum,
+a last Block8 with scale 1 and no ReLU, BatchNorm eps 1e-3, average pools
+excluding padding. Its weights expect Inception preprocessing (mean = std = 0.5).
+
+Differences: none in the numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inception_jax import layers
+from inception_jax.models.registry import ModelInfo, register
+
+MIXED_5B = ([(96, 1)], [(48, 1), (64, 5, 1, 2)], [(64, 1), (96, 3, 1, 1), (96, 3, 1, 1)],
+            [("avg", 3, 1, 1, False), (64, 1)])
+MIXED_6A = ([(384, 3, 2)], [(256, 1), (256, 3, 1, 1), (384, 3, 2)], [("max", 3, 2)])
+MIXED_7A = ([(256, 1), (384, 3, 2)], [(256, 1), (288, 3, 2)],
+            [(256, 1), (288, 3, 1, 1), (320, 3, 2)], [("max", 3, 2)])
+BLOCK35 = ([(32, 1)], [(32, 1), (32, 3, 1, 1)], [(32, 1), (48, 3, 1, 1), (64, 3, 1, 1)])
+BLOCK17 = ([(192, 1)], [(128, 1), (160, (1, 7), 1, (0, 3)), (192, (7, 1), 1, (3, 0))])
+BLOCK8 = ([(192, 1)], [(192, 1), (224, (1, 3), 1, (0, 1)), (256, (3, 1), 1, (1, 0))])
+
+
+class InceptionResNetV2(nn.Module):
+    num_classes: int = 1000
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+    axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        layers.check_image_input("inception_resnet_v2", x, 75)
+        c = layers.make_conv(self.dtype, self.axis_name)
+
+        def residual(y, spec, scale, name, activate=True):
+            return layers.ResidualInceptionBlock(spec, scale, activate, c, self.dtype,
+                                                 name=name)(y, train)
+
+        x = c(32, 3, 2, name="conv2d_1a")(x.astype(self.dtype), train)
+        x = c(32, 3, name="conv2d_2a")(x, train)
+        x = c(64, 3, 1, 1, name="conv2d_2b")(x, train)
+        x = layers.max_pool(x, 3, 2)
+        x = c(80, 1, name="conv2d_3b")(x, train)
+        x = c(192, 3, name="conv2d_4a")(x, train)
+        x = layers.max_pool(x, 3, 2)
+        x = layers.MixedBlock(MIXED_5B, c, name="mixed_5b")(x, train)
+        for i in range(10):
+            x = residual(x, BLOCK35, 0.17, f"repeat_{i}")
+        x = layers.MixedBlock(MIXED_6A, c, name="mixed_6a")(x, train)
+        for i in range(20):
+            x = residual(x, BLOCK17, 0.10, f"repeat_1_{i}")
+        x = layers.MixedBlock(MIXED_7A, c, name="mixed_7a")(x, train)
+        for i in range(9):
+            x = residual(x, BLOCK8, 0.20, f"repeat_2_{i}")
+        x = residual(x, BLOCK8, 1.0, "block8", activate=False)
+        x = c(1536, 1, name="conv2d_7b")(x, train)
+        x = layers.global_avg_pool(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.dense(self.num_classes, self.dtype, "classif")(x)
+
+
+register(ModelInfo("inception_resnet_v2", InceptionResNetV2, 299, 75, classifier="classif",
+                   reference="timm inception_resnet_v2"))

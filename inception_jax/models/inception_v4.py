@@ -1,0 +1,113 @@
+"""Inception-v4: Szegedy et al., "Inception-v4, Inception-ResNet and the Impact of
+Residual Connections on Learning", AAAI 2017.
+
+Matches ``timm``'s ``inception_v4`` (itself Cadene's port of the TF-slim
+weights) layer for layer: the blocks sit in ``features_0`` ... ``features_21``
+(timm's ``features.<i>``), BatchNorm eps 1e-3, no padding unless stated,
+average pools that exclude padding from the divisor, dropout 0 before
+``last_linear``. Its weights expect Inception preprocessing (mean = std = 0.5).
+
+Differences: none in the numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from inception_jax import layers
+from inception_jax.models.registry import ModelInfo, register
+
+_AVG = ("avg", 3, 1, 1, False)
+_MAX = ("max", 3, 2)
+
+INCEPTION_A = ([(96, 1)], [(64, 1), (96, 3, 1, 1)], [(64, 1), (96, 3, 1, 1), (96, 3, 1, 1)],
+               [_AVG, (96, 1)])
+REDUCTION_A = ([(384, 3, 2)], [(192, 1), (224, 3, 1, 1), (256, 3, 2)], [_MAX])
+INCEPTION_B = ([(384, 1)],
+               [(192, 1), (224, (1, 7), 1, (0, 3)), (256, (7, 1), 1, (3, 0))],
+               [(192, 1), (192, (7, 1), 1, (3, 0)), (224, (1, 7), 1, (0, 3)),
+                (224, (7, 1), 1, (3, 0)), (256, (1, 7), 1, (0, 3))],
+               [_AVG, (128, 1)])
+REDUCTION_B = ([(192, 1), (192, 3, 2)],
+               [(256, 1), (256, (1, 7), 1, (0, 3)), (320, (7, 1), 1, (3, 0)), (320, 3, 2)],
+               [_MAX])
+MIXED_4A = ([(64, 1), (96, 3)],
+            [(64, 1), (64, (1, 7), 1, (0, 3)), (64, (7, 1), 1, (3, 0)), (96, 3)])
+
+
+class Mixed3a(nn.Module):
+    conv: Callable[..., nn.Module] = layers.BasicConv
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return jnp.concatenate([layers.max_pool(x, 3, 2),
+                                self.conv(96, 3, 2, name="conv")(x, train)], axis=-1)
+
+
+class Mixed5a(nn.Module):
+    conv: Callable[..., nn.Module] = layers.BasicConv
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return jnp.concatenate([self.conv(192, 3, 2, name="conv")(x, train),
+                                layers.max_pool(x, 3, 2)], axis=-1)
+
+
+class InceptionC(nn.Module):
+    """8x8 block whose 1x3/3x1 branches split and concatenate (timm's InceptionC)."""
+
+    conv: Callable[..., nn.Module] = layers.BasicConv
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        c = self.conv
+        b0 = c(256, 1, name="branch0")(x, train)
+        b1 = c(384, 1, name="branch1_0")(x, train)
+        b1 = jnp.concatenate([c(256, (1, 3), 1, (0, 1), name="branch1_1a")(b1, train),
+                              c(256, (3, 1), 1, (1, 0), name="branch1_1b")(b1, train)], axis=-1)
+        b2 = c(384, 1, name="branch2_0")(x, train)
+        b2 = c(448, (3, 1), 1, (1, 0), name="branch2_1")(b2, train)
+        b2 = c(512, (1, 3), 1, (0, 1), name="branch2_2")(b2, train)
+        b2 = jnp.concatenate([c(256, (1, 3), 1, (0, 1), name="branch2_3a")(b2, train),
+                              c(256, (3, 1), 1, (1, 0), name="branch2_3b")(b2, train)], axis=-1)
+        b3 = c(256, 1, name="branch3_1")(layers.avg_pool(x, 3, 1, 1, count_include_pad=False), train)
+        return jnp.concatenate([b0, b1, b2, b3], axis=-1)
+
+
+class InceptionV4(nn.Module):
+    num_classes: int = 1000
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+    axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        layers.check_image_input("inception_v4", x, 75)
+        c = layers.make_conv(self.dtype, self.axis_name)
+        blocks = [
+            lambda n: c(32, 3, 2, name=n),
+            lambda n: c(32, 3, name=n),
+            lambda n: c(64, 3, 1, 1, name=n),
+            lambda n: Mixed3a(c, name=n),
+            lambda n: layers.MixedBlock(MIXED_4A, c, name=n),
+            lambda n: Mixed5a(c, name=n),
+            *[lambda n: layers.MixedBlock(INCEPTION_A, c, name=n)] * 4,
+            lambda n: layers.MixedBlock(REDUCTION_A, c, name=n),
+            *[lambda n: layers.MixedBlock(INCEPTION_B, c, name=n)] * 7,
+            lambda n: layers.MixedBlock(REDUCTION_B, c, name=n),
+            *[lambda n: InceptionC(c, name=n)] * 3,
+        ]
+        x = x.astype(self.dtype)
+        for i, make in enumerate(blocks):
+            x = make(f"features_{i}")(x, train)
+        x = layers.global_avg_pool(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
+
+
+register(ModelInfo("inception_v4", InceptionV4, 299, 75, classifier="last_linear",
+                   reference="timm inception_v4"))

@@ -1,0 +1,85 @@
+"""Model registry: ``create(name, ...)`` and ``list_models()``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the package needs to know about a registered model."""
+
+    name: str
+    builder: Callable[..., Any]
+    default_input_size: int
+    min_input_size: int
+    num_classes: int = 1000
+    has_aux: bool = False
+    aux_default: bool = False
+    # Smallest input for which train mode with aux heads works (aux pools need room).
+    min_aux_input_size: Optional[int] = None
+    classifier: str = "fc"            # name of the final Dense (for checkpoint inspection)
+    aux_prefixes: Tuple[str, ...] = ()  # top-level names of the aux heads
+    reference: str = ""
+
+
+_REGISTRY: Dict[str, ModelInfo] = {}
+
+
+def register(info: ModelInfo) -> ModelInfo:
+    if info.name in _REGISTRY:
+        raise ValueError(f"model {info.name!r} is registered twice")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def list_models() -> List[str]:
+    """Names accepted by :func:`create`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_info(name: str) -> ModelInfo:
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown model {name!r}; expected one of: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create(name: str, *, num_classes: Optional[int] = None, aux_logits: Optional[bool] = None,
+           dtype: Any = jnp.float32, **kwargs: Any):
+    """Builds a registered model (a Flax linen Module).
+
+    Args:
+      name: one of :func:`list_models`.
+      num_classes: classifier outputs; default 1000 (10 for the CIFAR models).
+      aux_logits: build the auxiliary heads (models that have them); default is
+        the reference's default (True for googlenet/googlenet_paper/inception_v3).
+      dtype: compute dtype; parameters stay float32.
+      **kwargs: model options (``dropout``, ``transform_input``, ``axis_name``, ...).
+
+    Call the result as ``model.apply(variables, x, train=False)`` with NHWC float32
+    ``x``: eval mode returns logits; train mode with aux heads returns
+    ``(logits, aux_1, ...)``.
+    """
+    info = get_info(name)
+    if num_classes is None:
+        num_classes = info.num_classes
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
+    if info.has_aux:
+        kwargs["aux_logits"] = info.aux_default if aux_logits is None else bool(aux_logits)
+    elif aux_logits:
+        raise ValueError(f"{name}: this model has no auxiliary heads, got aux_logits=True; "
+                         "drop the argument or pick one of googlenet, googlenet_paper, "
+                         "googlenet_cifar, inception_v3")
+    try:
+        return info.builder(num_classes=num_classes, dtype=dtype, **kwargs)
+    except TypeError as e:
+        fields = getattr(info.builder, "__dataclass_fields__", {})
+        allowed = sorted(f for f in fields if f not in ("parent", "name"))
+        bad = sorted(set(kwargs) - set(allowed))
+        raise ValueError(f"{name}: unknown option(s) {bad or kwargs}; accepted: "
+                         f"{', '.join(allowed)} ({e})") from None
