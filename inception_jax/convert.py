@@ -52,16 +52,6 @@ def torch_key_to_path(key: str) -> Tuple[Path, str]:
     return tuple(module), parts[-1]
 
 
-def _expected_variables(model, input_size: int) -> Dict[str, Dict[Path, Tuple[int, ...]]]:
-    x = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
-    out = {}
-    for col in ("params", "batch_stats"):
-        flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes.get(col, {})))
-        out[col] = {k: tuple(v.shape) for k, v in flat.items()}
-    return out
-
-
 def _infer_options(name: str, state_dict: Mapping[str, Any], kwargs: Dict[str, Any]) -> None:
     info = models.get_info(name)
     if "num_classes" not in kwargs:
@@ -78,24 +68,20 @@ def _summarise(keys, limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size: Optional[int] = None,
-               **model_kwargs: Any) -> Dict[str, Any]:
-    """Converts a PyTorch ``state_dict`` for model ``name`` into Flax variables.
+def convert_state_dict(state_dict: Mapping[str, Any], template: Mapping[str, Any],
+                       context: str = "convert_state_dict") -> Dict[str, Any]:
+    """Maps a torch ``state_dict`` onto Flax variables shaped like ``template``.
 
-    ``num_classes`` and ``aux_logits`` are read off the state_dict unless given
-    in ``model_kwargs`` (which are passed to :func:`inception_jax.models.create`).
+    ``template`` is a variables dict (arrays or ``ShapeDtypeStruct``s, e.g. from
+    ``jax.eval_shape(model.init, ...)``) with ``params`` and optionally
+    ``batch_stats``. Raises ``ValueError`` naming every unexpected key, missing
+    variable and shape mismatch.
     """
-    info = models.get_info(name)
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"from_torch({name!r}): expected a state_dict mapping names to tensors, "
-                         f"got {type(state_dict).__name__}; pass model.state_dict()")
-    state_dict = {k[len("module."):] if k.startswith("module.") else k: v
-                  for k, v in state_dict.items()}
-    kwargs = dict(model_kwargs)
-    _infer_options(name, state_dict, kwargs)
-    model = models.create(name, **kwargs)
-    expected = _expected_variables(model, input_size or info.default_input_size)
-    params_shapes, stats_shapes = expected["params"], expected["batch_stats"]
+    shapes = {}
+    for col in ("params", "batch_stats"):
+        flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(template.get(col, {})))
+        shapes[col] = {k: tuple(v.shape) for k, v in flat.items()}
+    params_shapes, stats_shapes = shapes["params"], shapes["batch_stats"]
 
     params: Dict[Path, np.ndarray] = {}
     stats: Dict[Path, np.ndarray] = {}
@@ -123,13 +109,13 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size: Optional
         else:
             unexpected.append(key)
             continue
-        shapes = params_shapes if dest is params else stats_shapes
-        if target not in shapes:
+        expected = params_shapes if dest is params else stats_shapes
+        if target not in expected:
             unexpected.append(key)
             continue
-        if tuple(array.shape) != shapes[target]:
+        if tuple(array.shape) != expected[target]:
             mismatched.append(f"{key} {tuple(_to_numpy(value).shape)} -> {'/'.join(target)} "
-                              f"expects {shapes[target]} (after transposing)")
+                              f"expects {expected[target]} (after transposing)")
             continue
         dest[target] = array.astype(np.float32)
 
@@ -143,8 +129,33 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size: Optional
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {_summarise(mismatched, 3)}")
     if problems:
-        raise ValueError(f"from_torch({name!r}, options {kwargs}): state_dict does not match the "
-                         f"model: {'; '.join(problems)}. Is this a {info.reference} checkpoint?")
+        raise ValueError(f"{context}: state_dict does not match the model: {'; '.join(problems)}")
     unflat = flax.traverse_util.unflatten_dict
-    return {"params": jax.tree_util.tree_map(jnp.asarray, unflat(params)),
-            "batch_stats": jax.tree_util.tree_map(jnp.asarray, unflat(stats))}
+    out = {"params": jax.tree_util.tree_map(jnp.asarray, unflat(params))}
+    if stats_shapes:
+        out["batch_stats"] = jax.tree_util.tree_map(jnp.asarray, unflat(stats))
+    return out
+
+
+def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size: Optional[int] = None,
+               **model_kwargs: Any) -> Dict[str, Any]:
+    """Converts a PyTorch ``state_dict`` for model ``name`` into Flax variables.
+
+    ``num_classes`` and ``aux_logits`` are read off the state_dict unless given
+    in ``model_kwargs`` (which are passed to :func:`inception_jax.models.create`).
+    """
+    info = models.get_info(name)
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"from_torch({name!r}): expected a state_dict mapping names to tensors, "
+                         f"got {type(state_dict).__name__}; pass model.state_dict()")
+    state_dict = {k[len("module."):] if k.startswith("module.") else k: v
+                  for k, v in state_dict.items()}
+    kwargs = dict(model_kwargs)
+    _infer_options(name, state_dict, kwargs)
+    model = models.create(name, **kwargs)
+    size = input_size or info.default_input_size
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+    context = (f"from_torch({name!r}, options {kwargs}) [is this a {info.reference} "
+               "checkpoint?]")
+    return convert_state_dict(state_dict, template, context)
