@@ -48,7 +48,7 @@ class BNInception(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_image_input("bn_inception", x, 16)
+        layers.check_image_input("bn_inception", x, 31)
 
         def conv_bn(y, name, features, kernel, stride=1, padding=0):
             y = nn.Conv(features, (kernel, kernel), (stride, stride),
@@ -84,5 +84,5 @@ class BNInception(nn.Module):
         return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
 
 
-register(ModelInfo("bn_inception", BNInception, 224, 16, classifier="last_linear",
+register(ModelInfo("bn_inception", BNInception, 224, 31, classifier="last_linear",
                    reference="pretrainedmodels (Cadene) bninception"))

@@ -8,9 +8,9 @@ reduction (Mixed_6a / Mixed_7a), the auxiliary head on Mixed_6e, BatchNorm eps
 1e-3, count_include_pad average pools, dropout 0.5, ``transform_input``.
 
 Differences: none in the numbers. Train mode returns ``(logits, aux)`` (a
-tuple, not torchvision's namedtuple); the aux head needs inputs of at least
-139x139 (its 5x5/3 pool and 5x5 conv), so smaller images train without it
-only if ``aux_logits=False``.
+tuple, not torchvision's namedtuple). As in torchvision, the aux head needs
+299x299 inputs (its 5x5/3 pool and 5x5 conv need a 17x17 Mixed_6e map); the
+network alone runs from 75x75, so smaller images need ``aux_logits=False``.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class InceptionV3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         run_aux = self.aux_logits and (train or self.is_initializing())
-        layers.check_image_input("inception_v3", x, 139 if run_aux else 75)
+        layers.check_image_input("inception_v3", x, 299 if run_aux else 75)
         c = layers.make_conv(self.dtype, self.axis_name)
         if self.transform_input:
             x = transform_imagenet_input(x)
@@ -163,5 +163,5 @@ class InceptionV3(nn.Module):
 
 
 register(ModelInfo("inception_v3", InceptionV3, 299, 75, has_aux=True, aux_default=True,
-                   min_aux_input_size=139, classifier="fc", aux_prefixes=("AuxLogits",),
+                   min_aux_input_size=299, classifier="fc", aux_prefixes=("AuxLogits",),
                    reference="torchvision.models.inception_v3"))
