@@ -1,10 +1,55 @@
-"""Training entry point: ``python train.py --config configs/X.py --workdir DIR``.
+"""Train (or evaluate) an Inception model.
 
-Not implemented yet (see the training issue); the models are usable through
-``import inception_jax``.
+    python train.py --config configs/cifar10.py --workdir workdirs/cifar10
+    python train.py --config configs/cifar10.py --workdir workdirs/cifar10 --config.batch_size=256
+    python train.py --config configs/cifar10.py --workdir workdirs/cifar10 --mode=eval   # best checkpoint
+
+Re-running with the same workdir resumes from its latest checkpoint.
 """
 
+import os
 import sys
 
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                  "train (resuming if possible) or eval: evaluate the workdir's best checkpoint.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    import jax
+
+    if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",
+                                     "OMPI_COMM_WORLD_SIZE")) or os.environ.get("TPU_WORKER_HOSTNAMES"):
+        jax.distributed.initialize()  # launched by a cluster manager: one process per host
+    config = FLAGS.config
+    if config.compilation_cache_dir:
+        cache = os.path.expanduser(config.compilation_cache_dir)
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    from inception_jax import training
+
+    try:
+        if FLAGS.mode == "eval":
+            training.evaluate_workdir(config, FLAGS.workdir)
+        else:
+            training.train_and_evaluate(config, FLAGS.workdir)
+    except (ValueError, FloatingPointError) as e:
+        # bad input: one line, no traceback; nothing already written is touched
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    sys.exit("train.py: training is not implemented yet; see README.md for what works now")
+    app.run(main)

@@ -70,7 +70,8 @@ def max_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = Non
     ph, pw = _pair(padding)
     pads = ((0, 0), _pool_pads(x.shape[1], kh, sh, ph, ceil_mode),
             _pool_pads(x.shape[2], kw, sw, pw, ceil_mode), (0, 0))
-    init = jnp.array(-jnp.inf, dtype=x.dtype)
+    # A concrete numpy init value lets JAX recognise the max monoid (and differentiate it).
+    init = np.array(-np.inf, dtype=x.dtype)
     return lax.reduce_window(x, init, lax.max, (1, kh, kw, 1), (1, sh, sw, 1), pads)
 
 
@@ -89,7 +90,7 @@ def avg_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = Non
     pad_h = _pool_pads(h, kh, sh, ph, ceil_mode)
     pad_w = _pool_pads(w, kw, sw, pw, ceil_mode)
     window, strides = (1, kh, kw, 1), (1, sh, sw, 1)
-    summed = lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, window, strides,
+    summed = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides,
                                ((0, 0), pad_h, pad_w, (0, 0)))
     # The divisor depends only on static shapes: compute it with numpy.
     if count_include_pad:
@@ -98,7 +99,7 @@ def avg_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = Non
     else:
         ones = np.ones((1, h, w, 1), np.float32)
         count_pads = ((0, 0), pad_h, pad_w, (0, 0))
-    counts = lax.reduce_window(jnp.asarray(ones), 0.0, lax.add, window, strides, count_pads)
+    counts = lax.reduce_window(ones, np.array(0, np.float32), lax.add, window, strides, count_pads)
     return (summed / counts.astype(x.dtype)).astype(x.dtype)
 
 
@@ -174,7 +175,7 @@ class BatchNorm(nn.Module):
             var = jnp.mean(jnp.square(xf - mean), axis=axes)
             if self.axis_name is not None:
                 var = lax.pmean(var, self.axis_name)
-                count = count * lax.psum(1, self.axis_name)
+                count = count * lax.axis_size(self.axis_name)
             if not self.is_initializing():
                 m = self.momentum
                 unbiased = var * (count / max(count - 1, 1))

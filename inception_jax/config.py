@@ -1,0 +1,104 @@
+"""Default training configuration and its validation.
+
+Every file in ``configs/`` starts from :func:`base_config` and overrides what its
+recipe needs; any key can be overridden on the command line
+(``--config.batch_size=256``). :func:`validate` checks a config before any data
+is read or anything is compiled, and raises one line naming the bad value.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
+DATASETS = ("cifar10", "cifar100", "synthetic")
+PARALLEL = ("shard_map", "pmap")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # what to train
+    c.model = "inception_cifar"
+    c.model_kwargs = ml_collections.ConfigDict()   # e.g. dropout, aux_logits, transform_input
+    c.num_classes = -1                   # -1: the dataset's
+    c.dataset = "cifar10"
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.train_split = "train"
+    c.eval_split = "test"
+    c.cache_dir = "~/.cache/inception_jax"   # decoded in-memory datasets
+    c.bad_records = "error"              # or "skip": count and skip undecodable records
+    c.image_size = 32
+    c.synthetic_examples = 1024          # dataset="synthetic" only
+    # input normalisation and augmentation (torchvision semantics)
+    c.mean = (0.4914, 0.4822, 0.4465)
+    c.std = (0.2023, 0.1994, 0.2010)
+    c.crop_padding = 4
+    c.random_flip = True
+    # length
+    c.batch_size = 128                   # global, over all devices and hosts
+    c.eval_batch_size = 100
+    c.num_epochs = 50
+    c.num_train_steps = -1               # -1: derive from num_epochs
+    c.stop_at_step = -1                  # stop early (with a checkpoint) after this step; resumable
+    # optimisation
+    c.optimizer = "adam"
+    c.learning_rate = 1e-3
+    c.momentum = 0.9                     # sgd momentum / rmsprop momentum
+    c.nesterov = False
+    c.rmsprop_decay = 0.9
+    c.rmsprop_eps = 1.0
+    c.adam_eps = 1e-8
+    c.weight_decay = 0.0                 # L2 added to the gradient (decoupled for adamw)
+    c.schedule = "step"
+    c.step_size_epochs = 30.0            # step / exponential: decay every this many epochs
+    c.gamma = 0.1                        # step / exponential: decay factor
+    c.warmup_epochs = 0.0
+    c.label_smoothing = 0.0
+    c.aux_loss_weight = 0.3
+    c.grad_clip_norm = 0.0               # 0: off
+    c.half_precision = False             # bfloat16 compute, float32 params and BN statistics
+    c.seed = 0
+    # running
+    c.parallel = "shard_map"             # or "pmap"
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 0         # 0: only at epoch ends
+    c.keep_checkpoints = 3
+    c.eval_every_epochs = 1
+    c.compilation_cache_dir = "~/.cache/inception_jax/xla"   # "" disables
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError (one line) for a config that cannot run."""
+    from inception_jax import models
+
+    def bad(key, expected):
+        raise ValueError(f"config.{key}={config[key]!r}: expected {expected}; "
+                         f"fix it with --config.{key}=...")
+
+    models.get_info(config.model)  # unknown model -> lists the names
+    if config.optimizer not in OPTIMIZERS:
+        bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
+    if config.schedule not in SCHEDULES:
+        bad("schedule", f"one of {', '.join(SCHEDULES)}")
+    if config.dataset not in DATASETS:
+        bad("dataset", f"one of {', '.join(DATASETS)} (ImageNet streaming is not implemented yet)")
+    if config.parallel not in PARALLEL:
+        bad("parallel", f"one of {', '.join(PARALLEL)}")
+    if config.bad_records not in ("error", "skip"):
+        bad("bad_records", "'error' or 'skip'")
+    for key in ("batch_size", "eval_batch_size", "image_size"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            bad(key, "a positive integer")
+    if config.num_train_steps == -1 and not config.num_epochs > 0:
+        bad("num_epochs", "> 0 (or set num_train_steps)")
+    if config.learning_rate <= 0:
+        bad("learning_rate", "> 0")
+    if len(config.mean) != 3 or len(config.std) != 3 or min(config.std) <= 0:
+        bad("std", "three positive numbers (and mean three numbers)")
+    info = models.get_info(config.model)
+    aux = config.model_kwargs.get("aux_logits", info.aux_default)
+    min_size = (info.min_aux_input_size or info.min_input_size) if aux else info.min_input_size
+    if config.image_size < min_size:
+        bad("image_size", f">= {min_size} for {config.model}" + (" with aux heads" if aux else ""))

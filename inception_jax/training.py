@@ -1,0 +1,442 @@
+"""Training: state, optimiser and schedule, the per-device train/eval steps, and
+``train_and_evaluate(config, workdir)``.
+
+The steps are written for one device with a named axis (``AXIS``): gradients,
+metrics and BatchNorm statistics are averaged with ``lax.pmean`` / ``psum``, so
+the same function runs under ``jax.jit`` + ``jax.shard_map`` (the default) and
+under ``jax.pmap`` (``config.parallel="pmap"``). BatchNorm statistics are
+synchronised across devices, so a global batch gives the same update on 1 or N
+devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from jax import lax
+
+from inception_jax import config as config_lib
+from inception_jax import models
+from inception_jax.data import augment
+from inception_jax.data import source as data_source
+
+AXIS = "data"
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any = None
+
+
+# ----------------------------------------------------------------------------
+# Optimiser and schedule
+# ----------------------------------------------------------------------------
+
+
+def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+    """Learning rate per step. ``step`` is torch's StepLR (decay by ``gamma`` every
+    ``step_size_epochs`` epochs), ``exponential`` the same with fractional-epoch
+    periods allowed (Inception v3: 0.94 every 2 epochs), ``cosine`` decays to 0 over
+    the run; ``warmup_epochs`` prepends a linear warm-up from 0."""
+    base = config.learning_rate
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if config.schedule == "constant":
+        main = optax.constant_schedule(base)
+    elif config.schedule in ("step", "exponential"):
+        period = max(1, int(round(config.step_size_epochs * steps_per_epoch)))
+        main = optax.exponential_decay(base, period, config.gamma, staircase=True)
+    elif config.schedule == "cosine":
+        main = optax.cosine_decay_schedule(base, max(1, total_steps - warmup))
+    else:
+        raise ValueError(f"config.schedule={config.schedule!r}: expected one of "
+                         f"{', '.join(config_lib.SCHEDULES)}")
+    if warmup > 0:
+        return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
+    return main
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
+    chain = []
+    if config.grad_clip_norm > 0:
+        chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    if config.weight_decay > 0 and config.optimizer != "adamw":
+        chain.append(optax.add_decayed_weights(config.weight_decay))  # torch-style L2
+    if config.optimizer == "sgd":
+        chain.append(optax.sgd(schedule, momentum=config.momentum or None,
+                               nesterov=config.nesterov))
+    elif config.optimizer == "adam":
+        chain.append(optax.adam(schedule, eps=config.adam_eps))
+    elif config.optimizer == "adamw":
+        chain.append(optax.adamw(schedule, eps=config.adam_eps, weight_decay=config.weight_decay))
+    elif config.optimizer == "rmsprop":
+        chain.append(optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.rmsprop_eps,
+                                   momentum=config.momentum or None))
+    else:
+        raise ValueError(f"config.optimizer={config.optimizer!r}: expected one of "
+                         f"{', '.join(config_lib.OPTIMIZERS)}")
+    return optax.chain(*chain)
+
+
+# ----------------------------------------------------------------------------
+# Losses and the per-device steps
+# ----------------------------------------------------------------------------
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy with optional label smoothing (float32)."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1])
+    if smoothing > 0:
+        onehot = optax.smooth_labels(onehot, smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot)
+
+
+def combined_loss(outputs, labels: jax.Array, aux_weight: float, smoothing: float):
+    """Main loss + ``aux_weight`` x each aux loss; ``outputs`` is logits or (main, aux...)."""
+    outs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    loss = jnp.mean(cross_entropy(outs[0], labels, smoothing))
+    for aux in outs[1:]:
+        loss = loss + aux_weight * jnp.mean(cross_entropy(aux, labels, smoothing))
+    return loss, outs[0]
+
+
+@flax.struct.dataclass
+class StepConfig:
+    """The static part of a step (hashable, closed over by the compiled function)."""
+
+    aux_weight: float = 0.3
+    label_smoothing: float = 0.0
+    crop_padding: int = 0
+    random_flip: bool = False
+    mean: Tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: Tuple[float, ...] = (1.0, 1.0, 1.0)
+
+
+def prepare_images(images_uint8, indices, key, cfg: StepConfig, dtype, train: bool):
+    if train and (cfg.crop_padding > 0 or cfg.random_flip):
+        keys = augment.example_keys(key, indices)
+        images_uint8 = augment.random_crop_flip(images_uint8, keys, cfg.crop_padding, cfg.random_flip)
+    return augment.normalize(images_uint8, cfg.mean, cfg.std, dtype)
+
+
+def train_step(state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array,
+               key: jax.Array, *, model, cfg: StepConfig, axis_name: Optional[str] = AXIS):
+    """One optimisation step on this device's part of the global batch.
+
+    ``images``/``labels`` are the whole in-memory dataset (uint8 / int32, on the
+    device); ``indices`` this device's examples. Augmentation keys are per dataset
+    index, so the augmented global batch does not depend on the device count.
+    Returns the new state and summed metrics (loss_sum, correct, count).
+    """
+    step_key = jax.random.fold_in(key, state.step)
+    aug_key, dropout_key = jax.random.split(step_key)
+    if axis_name is not None:
+        dropout_key = jax.random.fold_in(dropout_key, lax.axis_index(axis_name))
+    x = prepare_images(images[indices], indices, aug_key, cfg, model.dtype, train=True)
+    y = labels[indices]
+
+    def loss_fn(params):
+        outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                       train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": dropout_key})
+        loss, logits = combined_loss(outputs, y, cfg.aux_weight, cfg.label_smoothing)
+        return loss, (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    n = jnp.asarray(y.shape[0], jnp.float32)
+    metrics = {"loss_sum": loss * n,
+               "correct": jnp.sum(jnp.argmax(logits, -1) == y).astype(jnp.float32),
+               "count": n}
+    if axis_name is not None:
+        grads = lax.pmean(grads, axis_name)
+        metrics = lax.psum(metrics, axis_name)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, images, labels, indices, mask, *, model, cfg: StepConfig,
+              axis_name: Optional[str] = AXIS):
+    """Summed correct predictions and loss over this device's (masked) examples."""
+    x = prepare_images(images[indices], indices, None, cfg, model.dtype, train=False)
+    y = labels[indices]
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+    mask = mask.astype(jnp.float32)
+    metrics = {"correct": jnp.sum((jnp.argmax(logits, -1) == y) * mask),
+               "loss_sum": jnp.sum(cross_entropy(logits, y) * mask),
+               "count": jnp.sum(mask)}
+    if axis_name is not None:
+        metrics = lax.psum(metrics, axis_name)
+    return metrics
+
+
+# ----------------------------------------------------------------------------
+# Running the steps on devices: shard_map (default) or pmap
+# ----------------------------------------------------------------------------
+
+
+class Runner:
+    """Compiles the per-device steps for all local devices and moves data/state.
+
+    The canonical state (what is checkpointed) is replicated over the mesh; the
+    pmap runner keeps a stacked copy internally.
+    """
+
+    def __init__(self, model, cfg: StepConfig, parallel: str = "shard_map", devices=None):
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+        self.devices = list(devices if devices is not None else jax.devices())
+        self.num_devices = len(self.devices)
+        self.parallel = parallel
+        self.mesh = Mesh(np.array(self.devices), (AXIS,))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.sharded = NamedSharding(self.mesh, P(AXIS))
+        step = functools.partial(train_step, model=model, cfg=cfg, axis_name=AXIS)
+        evaluate = functools.partial(eval_step, model=model, cfg=cfg, axis_name=AXIS)
+        if parallel == "shard_map":
+            self._train = jax.jit(jax.shard_map(
+                step, mesh=self.mesh, in_specs=(P(), P(), P(), P(AXIS), P()),
+                out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
+            self._eval = jax.jit(jax.shard_map(
+                evaluate, mesh=self.mesh, in_specs=(P(), P(), P(), P(AXIS), P(AXIS)),
+                out_specs=P(), check_vma=False))
+        elif parallel == "pmap":
+            self._train = jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, 0, 0, None),
+                                   donate_argnums=(0,), devices=self.devices)
+            self._eval = jax.pmap(evaluate, axis_name=AXIS, in_axes=(0, 0, 0, 0, 0),
+                                  devices=self.devices)
+        else:
+            raise ValueError(f"parallel={parallel!r}: expected 'shard_map' or 'pmap'")
+
+    # -- placement --
+    def put_replicated(self, tree):
+        if self.parallel == "pmap":
+            return jax.device_put_replicated(tree, self.devices)
+        return jax.device_put(tree, self.replicated)
+
+    def unreplicate(self, tree):
+        if self.parallel == "pmap":
+            return jax.tree_util.tree_map(lambda x: x[0], tree)
+        return tree
+
+    def put_batch(self, array: np.ndarray):
+        if self.parallel == "pmap":
+            return jax.device_put_sharded(list(array.reshape(self.num_devices, -1, *array.shape[1:])),
+                                          self.devices)
+        return jax.make_array_from_process_local_data(self.sharded, array)
+
+    # -- steps --
+    def train(self, state, images, labels, indices, key):
+        return self._train(state, images, labels, indices, key)
+
+    def evaluate(self, state, images, labels, indices, mask):
+        return self._eval(state, images, labels, indices, mask)
+
+    def metrics(self, m) -> Dict[str, float]:
+        m = jax.device_get(m)
+        if self.parallel == "pmap":
+            m = jax.tree_util.tree_map(lambda x: x[0], m)
+        return {k: float(v) for k, v in m.items()}
+
+
+def create_train_state(model, rng, image_size: int, tx) -> TrainState:
+    variables = models.init(model, rng, (1, image_size, image_size, 3))
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables.get("batch_stats", {}), tx=tx)
+
+
+# ----------------------------------------------------------------------------
+# The whole run
+# ----------------------------------------------------------------------------
+
+
+def build_model(config, num_classes: int):
+    kwargs = dict(config.model_kwargs)
+    dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+    return models.create(config.model, num_classes=num_classes, dtype=dtype, axis_name=AXIS,
+                         **kwargs)
+
+
+def load_datasets(config):
+    """(train, eval) in-memory datasets for the config (decoded once, cached)."""
+    if config.dataset == "synthetic":
+        n_cls = config.num_classes if config.num_classes > 0 else 10
+        train = data_source.synthetic(config.synthetic_examples, config.image_size, n_cls, config.seed)
+        evald = data_source.synthetic(max(config.synthetic_examples // 4, 1), config.image_size, n_cls,
+                                      config.seed, split_seed=1)
+        return train, evald
+    cache = os.path.expanduser(config.cache_dir) if config.cache_dir else None
+    train = data_source.load_in_memory(config.dataset, config.train_split, config.data_dir, cache,
+                                       config.bad_records)
+    evald = data_source.load_in_memory(config.dataset, config.eval_split, config.data_dir, cache,
+                                       config.bad_records)
+    if train.images.shape[1] != config.image_size:
+        raise ValueError(f"config.image_size={config.image_size}: the {config.dataset} images are "
+                         f"{train.images.shape[1]}x{train.images.shape[2]}; set "
+                         f"--config.image_size={train.images.shape[1]}")
+    return train, evald
+
+
+def step_config(config) -> StepConfig:
+    return StepConfig(aux_weight=float(config.aux_loss_weight),
+                      label_smoothing=float(config.label_smoothing),
+                      crop_padding=int(config.crop_padding), random_flip=bool(config.random_flip),
+                      mean=tuple(float(v) for v in config.mean), std=tuple(float(v) for v in config.std))
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The data order of an epoch: a function of (seed, epoch) only, so a resumed run
+    continues exactly where the interrupted one stopped."""
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+
+
+def evaluate(runner: Runner, state, images, labels, n: int, batch_size: int) -> Dict[str, float]:
+    total = None
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size, dtype=np.int32)
+        mask = idx < n
+        idx = np.where(mask, idx, 0).astype(np.int32)
+        m = runner.evaluate(state, images, labels, runner.put_batch(idx), runner.put_batch(mask))
+        total = m if total is None else jax.tree_util.tree_map(jnp.add, total, m)
+    m = runner.metrics(total)
+    return {"accuracy": m["correct"] / max(m["count"], 1), "loss": m["loss_sum"] / max(m["count"], 1)}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and
+    returns the final metrics (and the final state under ``"state"``)."""
+    from inception_jax import checkpoint as ckpt_lib
+    from inception_jax import metrics as metrics_lib
+
+    config_lib.validate(config)
+    num_devices = jax.device_count()
+    if config.batch_size % num_devices or config.eval_batch_size % num_devices:
+        raise ValueError(f"config.batch_size={config.batch_size} / eval_batch_size="
+                         f"{config.eval_batch_size}: expected multiples of the {num_devices} "
+                         "devices; change them or the device count")
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    ckpt = ckpt_lib.Checkpointer(workdir, config)   # checks workdir and config compatibility early
+    train_ds, eval_ds = load_datasets(config)
+    num_classes = config.num_classes if config.num_classes > 0 else train_ds.num_classes
+    if train_ds.labels.size and int(train_ds.labels.max()) >= num_classes:
+        raise ValueError(f"config.num_classes={num_classes}: the data has label "
+                         f"{int(train_ds.labels.max())}; raise num_classes or use -1")
+    n_train = len(train_ds)
+    steps_per_epoch = n_train // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"config.batch_size={config.batch_size}: larger than the {n_train} "
+                         "training examples; lower it")
+    total_steps = (config.num_train_steps if config.num_train_steps > 0
+                   else int(math.ceil(config.num_epochs * steps_per_epoch)))
+
+    model = build_model(config, num_classes)
+    schedule = make_schedule(config, steps_per_epoch, total_steps)
+    tx = make_optimizer(config, schedule)
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, data_key = jax.random.split(rng)
+    state = create_train_state(model, init_rng, config.image_size, tx)
+    state, start_step = ckpt.restore_latest(state)
+    runner = Runner(model, step_config(config), config.parallel)
+    state = runner.put_replicated(state)
+    images = runner.put_replicated(train_ds.images)
+    labels = runner.put_replicated(train_ds.labels)
+    eval_images = runner.put_replicated(eval_ds.images)
+    eval_labels = runner.put_replicated(eval_ds.labels)
+    data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key
+
+    logger = metrics_lib.MetricsLogger(workdir, total_steps, config.batch_size,
+                                       resumed=start_step > 0)
+    if start_step > 0:
+        logger.line(f"Resumed from step {start_step}")
+    if train_ds.skipped or eval_ds.skipped:
+        logger.line(f"Skipped undecodable records: {train_ds.skipped} train, {eval_ds.skipped} eval")
+    stop_at = config.stop_at_step if config.stop_at_step > 0 else total_steps
+    last_eval: Dict[str, float] = {}
+    epoch_metrics = None
+    window = None
+    step = start_step
+    perm_epoch, perm = -1, None
+    t_window = time.time()
+
+    def finish_epoch(epoch_index: int, partial: bool):
+        nonlocal epoch_metrics, last_eval
+        train_m = runner.metrics(epoch_metrics) if epoch_metrics is not None else None
+        ev = evaluate(runner, state, eval_images, eval_labels, len(eval_ds), config.eval_batch_size)
+        last_eval = ev
+        tl = train_m["loss_sum"] / train_m["count"] if train_m else float("nan")
+        ta = train_m["correct"] / train_m["count"] if train_m else float("nan")
+        if not math.isfinite(tl):
+            raise FloatingPointError(
+                f"training loss became {tl} in epoch {epoch_index + 1} (step {step}); stopped without "
+                f"saving; the last good checkpoint (step {ckpt.latest_step()}) is kept. Lower "
+                "--config.learning_rate or enable --config.grad_clip_norm")
+        logger.epoch(epoch_index + 1, step, tl, ta, ev["accuracy"], ev["loss"], float(schedule(step - 1)),
+                     partial=partial)
+        ckpt.save(step, runner.unreplicate(state), eval_accuracy=ev["accuracy"], force=True)
+        epoch_metrics = None
+
+    while step < min(total_steps, stop_at):
+        epoch, offset = divmod(step, steps_per_epoch)
+        if epoch != perm_epoch:
+            perm, perm_epoch = epoch_permutation(config.seed, epoch, n_train), epoch
+        idx = perm[offset * config.batch_size:(offset + 1) * config.batch_size]
+        state, m = runner.train(state, images, labels, runner.put_batch(idx), data_key)
+        step += 1
+        epoch_metrics = m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
+        window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
+        if step % config.log_every_steps == 0 or step == total_steps:
+            w = runner.metrics(window)
+            loss = w["loss_sum"] / w["count"]
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss} at step {step}; stopped without saving; the last "
+                    f"good checkpoint (step {ckpt.latest_step()}) is kept. Lower "
+                    "--config.learning_rate or enable --config.grad_clip_norm")
+            now = time.time()
+            logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
+            window, t_window = None, now
+        if config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0 \
+                and step % steps_per_epoch != 0:
+            ckpt.save(step, runner.unreplicate(state))
+        if step % steps_per_epoch == 0:
+            finish_epoch(step // steps_per_epoch - 1, partial=False)
+            t_window = time.time()
+    if epoch_metrics is not None or step == start_step:
+        # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
+        finish_epoch(step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
+                     partial=True)
+    ckpt.wait()
+    logger.close()
+    return {"step": step, "eval_accuracy": last_eval.get("accuracy"),
+            "eval_loss": last_eval.get("loss"), "state": runner.unreplicate(state)}
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):
+    """Evaluates the best (or latest) checkpoint of ``workdir`` without training."""
+    from inception_jax import checkpoint as ckpt_lib
+
+    config_lib.validate(config)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    ckpt = ckpt_lib.Checkpointer(workdir, config, read_only=True)
+    _, eval_ds = load_datasets(config)
+    num_classes = config.num_classes if config.num_classes > 0 else eval_ds.num_classes
+    model = build_model(config, num_classes)
+    tx = make_optimizer(config, optax.constant_schedule(config.learning_rate))
+    state = create_train_state(model, jax.random.PRNGKey(0), config.image_size, tx)
+    state, step = ckpt.restore(state, which)
+    runner = Runner(model, step_config(config), config.parallel)
+    ev = evaluate(runner, runner.put_replicated(state), runner.put_replicated(eval_ds.images),
+                  runner.put_replicated(eval_ds.labels), len(eval_ds), config.eval_batch_size)
+    print(f"Checkpoint {which} (step {step}): Test Acc: {100 * ev['accuracy']:.2f}%, "
+          f"Test Loss: {ev['loss']:.4f}", flush=True)
+    return {"step": step, **ev}
