@@ -1,0 +1,234 @@
+"""The training loop: schedules/optimisers/losses against torch, smoke training,
+real CIFAR data, resume equality, bad config, metrics files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from inception_jax import config as config_lib
+from inception_jax import metrics as metrics_lib
+from inception_jax import training
+from inception_jax.data import source
+
+torch = pytest.importorskip("torch")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compilation_cache(tmp_path_factory):
+    # the loop is compiled once per run; a persistent cache shares it between runs
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", None)
+
+
+def smoke_config(**overrides):
+    sys.path.insert(0, ROOT)
+    from configs.smoke import get_config
+    c = get_config()
+    c.log_every_steps = 4
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+# --- schedules, optimisers, losses against torch ---------------------------------
+
+def _torch_lrs(make_sched, steps, base=0.1):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=base)
+    sched = make_sched(opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return np.array(lrs)
+
+
+def test_step_schedule_is_torch_steplr_per_epoch():
+    c = config_lib.base_config()
+    c.learning_rate, c.schedule, c.step_size_epochs, c.gamma = 0.1, "step", 3, 0.1
+    spe = 5
+    sched = training.make_schedule(c, spe, 50)
+    ours = np.array([sched(s) for s in range(0, 50)])
+    per_epoch = _torch_lrs(lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.1), 10)
+    np.testing.assert_allclose(ours, np.repeat(per_epoch, spe), rtol=1e-6)
+
+
+def test_cosine_schedule_is_torch_cosine_annealing():
+    c = config_lib.base_config()
+    c.learning_rate, c.schedule = 0.1, "cosine"
+    sched = training.make_schedule(c, 1, 20)
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=20), 20)
+    np.testing.assert_allclose([sched(s) for s in range(20)], ref, rtol=1e-5, atol=1e-8)
+
+
+def test_exponential_staircase_and_warmup_by_hand():
+    c = config_lib.base_config()
+    c.learning_rate, c.schedule, c.step_size_epochs, c.gamma = 0.045, "exponential", 2, 0.94
+    sched = training.make_schedule(c, 10, 100)
+    assert float(sched(19)) == pytest.approx(0.045)
+    assert float(sched(20)) == pytest.approx(0.045 * 0.94)
+    assert float(sched(45)) == pytest.approx(0.045 * 0.94 ** 2)
+    c.warmup_epochs = 1.0
+    sched = training.make_schedule(c, 10, 100)
+    assert float(sched(0)) == 0.0 and float(sched(5)) == pytest.approx(0.0225)
+
+
+@pytest.mark.parametrize("name,torch_opt", [
+    ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)),
+    ("adam", lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4)),
+    ("adamw", lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=1e-2)),
+])
+def test_optimizers_match_torch_over_three_steps(name, torch_opt):
+    c = config_lib.base_config()
+    c.optimizer, c.momentum, c.nesterov = name, 0.9, True
+    c.learning_rate = 0.1 if name == "sgd" else 1e-3
+    c.weight_decay = {"sgd": 5e-4, "adam": 1e-4, "adamw": 1e-2}[name]
+    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+    rng = np.random.RandomState(0)
+    w0 = rng.randn(5).astype(np.float32)
+    grads = [rng.randn(5).astype(np.float32) for _ in range(3)]
+    params = jnp.asarray(w0)
+    state = tx.init(params)
+    for g in grads:
+        upd, state = tx.update(jnp.asarray(g), state, params)
+        params = optax.apply_updates(params, upd)
+    p = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    opt = torch_opt([p])
+    for g in grads:
+        p.grad = torch.from_numpy(g)
+        opt.step()
+    np.testing.assert_allclose(params, p.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_combined_loss_is_main_plus_weighted_aux_like_torch():
+    rng = np.random.RandomState(0)
+    main, aux1, aux2 = (rng.randn(6, 10).astype(np.float32) for _ in range(3))
+    labels = rng.randint(0, 10, 6)
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    ref = (ce(t(main), t(labels)) + 0.3 * ce(t(aux1), t(labels)) + 0.3 * ce(t(aux2), t(labels))).item()
+    ours, logits = training.combined_loss((jnp.asarray(main), jnp.asarray(aux1), jnp.asarray(aux2)),
+                                          jnp.asarray(labels), 0.3, 0.1)
+    assert float(ours) == pytest.approx(ref, rel=1e-5)
+    np.testing.assert_array_equal(logits, main)
+    single, _ = training.combined_loss(jnp.asarray(main), jnp.asarray(labels), 0.3, 0.0)
+    assert float(single) == pytest.approx(torch.nn.CrossEntropyLoss()(t(main), t(labels)).item(),
+                                          rel=1e-5)
+
+
+# --- bad config / data -------------------------------------------------------------
+
+@pytest.mark.parametrize("key,value,pattern", [
+    ("model", "inception_v9", "unknown model 'inception_v9'; expected one of"),
+    ("optimizer", "adagrad", r"config.optimizer='adagrad': expected one of sgd, adam"),
+    ("schedule", "poly", r"config.schedule='poly': expected one of"),
+    ("image_size", 4, r"config.image_size=4: expected >= 8 for inception_cifar"),
+])
+def test_bad_config_values_fail_with_one_line(key, value, pattern):
+    c = smoke_config()
+    c[key] = value
+    with pytest.raises(ValueError, match=pattern) as e:
+        config_lib.validate(c)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_dataset_names_dataset_dir_and_prepare_command(tmp_path):
+    with pytest.raises(source.DatasetMissingError) as e:
+        source.load_in_memory("cifar10", "train", str(tmp_path))
+    msg = str(e.value)
+    assert "cifar10" in msg and str(tmp_path) in msg and "python -m inception_jax.data.prepare" in msg
+
+
+def test_unknown_config_key_on_the_command_line(tmp_path):
+    r = subprocess.run([sys.executable, "train.py", "--config", "configs/smoke.py", "--workdir",
+                        str(tmp_path / "w"), "--config.no_such_key=1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "no_such_key" in r.stderr
+    assert not (tmp_path / "w").exists()
+
+
+# --- runs --------------------------------------------------------------------------
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_smoke_training_lowers_the_loss_and_writes_metrics(tmp_path, capsys):
+    out = training.train_and_evaluate(smoke_config(num_epochs=2), str(tmp_path))
+    printed = capsys.readouterr().out
+    assert "Epoch 2: Train Loss: " in printed and "Test Acc: " in printed
+    records = _read_jsonl(tmp_path / "metrics.jsonl")
+    train_losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert train_losses[-1] < 0.5 * train_losses[0]
+    assert out["eval_accuracy"] > 0.5  # 4 classes: chance is 0.25
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    events = os.listdir(tmp_path / "tensorboard")
+    assert events and events[0].startswith("events.out.tfevents.")
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["16", "32"]
+    # evaluation of the best checkpoint without training
+    ev = training.evaluate_workdir(smoke_config(num_epochs=2), str(tmp_path))
+    assert ev["accuracy"] == pytest.approx(max(r["eval_accuracy"] for r in records
+                                               if r["kind"] == "epoch"), abs=1e-6)
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
+    cfg = dict(num_epochs=-1, num_train_steps=10, synthetic_examples=128, batch_size=32,
+               checkpoint_every_steps=2)
+    full = training.train_and_evaluate(smoke_config(**cfg), str(tmp_path / "full"))
+    first = training.train_and_evaluate(smoke_config(stop_at_step=6, **cfg), str(tmp_path / "split"))
+    assert first["step"] == 6
+    capsys.readouterr()
+    resumed = training.train_and_evaluate(smoke_config(**cfg), str(tmp_path / "split"))
+    assert "Resumed from step 6" in capsys.readouterr().out
+    assert resumed["step"] == full["step"] == 10
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params),
+                    jax.tree_util.tree_leaves(resumed["state"].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"].batch_stats),
+                    jax.tree_util.tree_leaves(resumed["state"].batch_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_resuming_with_another_model_is_refused(tmp_path):
+    training.train_and_evaluate(smoke_config(num_epochs=-1, num_train_steps=2, synthetic_examples=64),
+                                str(tmp_path))
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    with pytest.raises(ValueError, match="holds a run with model='inception_cifar'"):
+        training.train_and_evaluate(smoke_config(model="googlenet_cifar"), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")),
+                    reason="../shared/data/tfds/cifar10 not present")
+def test_short_cpu_run_on_real_cifar10_beats_chance(tmp_path):
+    sys.path.insert(0, ROOT)
+    from configs.cifar10 import get_config
+    c = get_config()
+    c.data_dir = SHARED_TFDS
+    c.train_split, c.eval_split = "train[:2048]", "train[45000:46000]"
+    c.batch_size, c.num_epochs, c.log_every_steps = 64, 2, 16
+    c.cache_dir = str(tmp_path / "cache")
+    c.compilation_cache_dir = ""
+    out = training.train_and_evaluate(c, str(tmp_path / "run"))
+    # 10 classes, 1000 held-out images: chance is 10% (std ~1%)
+    assert out["eval_accuracy"] > 0.2, out
+
+
+def test_crc32c_check_value():
+    # the standard CRC-32C check value (RFC 3720 appendix B.4)
+    assert metrics_lib.crc32c(b"123456789") == 0xE3069283
