@@ -220,8 +220,11 @@ class Runner:
 
     # -- placement --
     def put_replicated(self, tree):
-        if self.parallel == "pmap":
-            return jax.device_put_replicated(tree, self.devices)
+        if self.parallel == "pmap":  # one copy per device along a new leading axis
+            n = self.num_devices
+            return jax.tree_util.tree_map(
+                lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (n,) + np.shape(x)),
+                                         self.sharded), tree)
         return jax.device_put(tree, self.replicated)
 
     def unreplicate(self, tree):
@@ -231,8 +234,10 @@ class Runner:
 
     def put_batch(self, array: np.ndarray):
         if self.parallel == "pmap":
-            return jax.device_put_sharded(list(array.reshape(self.num_devices, -1, *array.shape[1:])),
-                                          self.devices)
+            return jax.device_put(array.reshape(self.num_devices, -1, *array.shape[1:]), self.sharded)
+        if jax.process_count() > 1:  # each process feeds its own part of the global batch
+            per = array.shape[0] // jax.process_count()
+            array = array[jax.process_index() * per:(jax.process_index() + 1) * per]
         return jax.make_array_from_process_local_data(self.sharded, array)
 
     # -- steps --

@@ -1,0 +1,70 @@
+"""Run in a subprocess with 8 fake CPU devices (see test_parallel.py). Prints JSON."""
+
+import json
+import os
+import sys
+
+assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from inception_jax import config as config_lib  # noqa: E402
+from inception_jax import training  # noqa: E402
+from inception_jax.data import source  # noqa: E402
+
+
+def main():
+    c = config_lib.base_config()
+    c.model, c.image_size, c.optimizer, c.learning_rate = "inception_cifar", 16, "sgd", 0.05
+    c.model_kwargs.dropout = 0.0
+    model = training.build_model(c, 4)
+    ds = source.synthetic(64, 16, 4)
+    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+    state0 = jax.tree_util.tree_map(np.asarray, training.create_train_state(
+        model, jax.random.PRNGKey(0), 16, tx))
+    data_key = jax.random.PRNGKey(1)
+
+    def run(devices, parallel):
+        r = training.Runner(model, training.step_config(c), parallel, devices=devices)
+        st = r.put_replicated(state0)
+        imgs, lbls = r.put_replicated(ds.images), r.put_replicated(ds.labels)
+        key = r.put_replicated(data_key) if parallel == "shard_map" else data_key
+        losses = []
+        for step in range(2):
+            st, m = r.train(st, imgs, lbls, r.put_batch(np.arange(16 * step, 16 * step + 16,
+                                                                  dtype=np.int32)), key)
+            m = r.metrics(m)
+            losses.append(m["loss_sum"] / m["count"])
+        st = jax.device_get(r.unreplicate(st))
+        return losses, st
+
+    results = {"one": run(jax.devices()[:1], "shard_map"), "eight": run(jax.devices(), "shard_map"),
+               "pmap": run(jax.devices(), "pmap")}
+    out = {"devices": jax.device_count(), "losses": {k: v[0] for k, v in results.items()}}
+
+    def max_rel(a, b):
+        worst = 0.0
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            worst = max(worst, float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)))
+        return worst
+
+    for other in ("eight", "pmap"):
+        out[f"params_{other}"] = max_rel(results[other][1].params, results["one"][1].params)
+        out[f"stats_{other}"] = max_rel(results[other][1].batch_stats, results["one"][1].batch_stats)
+    moved = max_rel(results["one"][1].params, state0.params)
+    out["params_moved"] = moved
+    # batch size not divisible by the device count: one clear line before compiling
+    c2 = config_lib.base_config()
+    c2.dataset, c2.batch_size, c2.image_size = "synthetic", 12, 16
+    try:
+        training.train_and_evaluate(c2, sys.argv[1])
+        out["divisibility_error"] = None
+    except ValueError as e:
+        out["divisibility_error"] = str(e)
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

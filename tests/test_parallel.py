@@ -1,0 +1,42 @@
+"""The per-device train step on 1 vs 8 (fake CPU) devices, and shard_map vs pmap."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu", PYTHONPATH=os.path.dirname(HERE))
+    r = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_check.py"),
+                        str(tmp_path_factory.mktemp("w"))], env=env, capture_output=True,
+                       text=True, timeout=900)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, r.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_eight_devices_give_the_same_step_as_one(result):
+    assert result["devices"] == 8
+    one, eight = result["losses"]["one"], result["losses"]["eight"]
+    assert one == pytest.approx(eight, rel=1e-5)
+    assert result["params_moved"] > 1e-4          # the steps really changed the params
+    assert result["params_eight"] < 1e-5          # ... identically on 1 and 8 devices
+    assert result["stats_eight"] < 1e-5           # synchronised BatchNorm statistics
+
+
+def test_pmap_and_shard_map_agree(result):
+    assert result["losses"]["pmap"] == pytest.approx(result["losses"]["eight"], rel=1e-5)
+    assert result["params_pmap"] < 1e-5
+    assert result["stats_pmap"] < 1e-5
+
+
+def test_batch_not_divisible_by_devices_is_one_line(result):
+    msg = result["divisibility_error"]
+    assert msg and "config.batch_size=12" in msg and "8 devices" in msg and "\n" not in msg
