@@ -12,7 +12,7 @@ import ml_collections
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
-DATASETS = ("cifar10", "cifar100", "synthetic")
+IN_MEMORY = ("cifar10", "cifar100", "synthetic")  # others stream from disk (ImageNet)
 PARALLEL = ("shard_map", "pmap")
 
 
@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.cache_dir = "~/.cache/inception_jax"   # decoded in-memory datasets
     c.bad_records = "error"              # or "skip": count and skip undecodable records
     c.image_size = 32
+    c.pipeline = "auto"                  # auto | in_memory | streaming (auto: streaming unless
+                                         # the dataset is one of IN_MEMORY)
+    c.pipeline_workers = 8               # streaming: decoding worker processes (0: in-process)
     c.synthetic_examples = 1024          # dataset="synthetic" only
     # input normalisation and augmentation (torchvision semantics)
     c.mean = (0.4914, 0.4822, 0.4465)
@@ -82,10 +85,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
     if config.schedule not in SCHEDULES:
         bad("schedule", f"one of {', '.join(SCHEDULES)}")
-    if config.dataset not in DATASETS:
-        bad("dataset", f"one of {', '.join(DATASETS)} (ImageNet streaming is not implemented yet)")
+    if not isinstance(config.dataset, str) or not config.dataset:
+        bad("dataset", f"a tfds dataset name ({', '.join(IN_MEMORY)} are held in memory; others, "
+                       "e.g. imagenet2012, stream from disk)")
     if config.parallel not in PARALLEL:
         bad("parallel", f"one of {', '.join(PARALLEL)}")
+    if config.pipeline not in ("auto", "in_memory", "streaming"):
+        bad("pipeline", "'auto', 'in_memory' or 'streaming'")
     if config.bad_records not in ("error", "skip"):
         bad("bad_records", "'error' or 'skip'")
     for key in ("batch_size", "eval_batch_size", "image_size"):

@@ -130,33 +130,38 @@ def prepare_images(images_uint8, indices, key, cfg: StepConfig, dtype, train: bo
     return augment.normalize(images_uint8, cfg.mean, cfg.std, dtype)
 
 
-def train_step(state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array,
-               key: jax.Array, *, model, cfg: StepConfig, axis_name: Optional[str] = AXIS):
-    """One optimisation step on this device's part of the global batch.
+def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array,
+                   weights: jax.Array, example_ids: jax.Array, key: jax.Array, *, model,
+                   cfg: StepConfig, axis_name: Optional[str] = AXIS):
+    """One optimisation step on this device's examples (uint8 NHWC, before augmentation).
 
-    ``images``/``labels`` are the whole in-memory dataset (uint8 / int32, on the
-    device); ``indices`` this device's examples. Augmentation keys are per dataset
-    index, so the augmented global batch does not depend on the device count.
-    Returns the new state and summed metrics (loss_sum, correct, count).
+    ``example_ids`` seed the per-example augmentation (dataset indices), so the
+    augmented global batch does not depend on the device count; ``weights`` (0 or
+    1) mask examples out (skipped records). Returns the new state and summed
+    metrics (loss_sum, correct, count).
     """
     step_key = jax.random.fold_in(key, state.step)
     aug_key, dropout_key = jax.random.split(step_key)
     if axis_name is not None:
         dropout_key = jax.random.fold_in(dropout_key, lax.axis_index(axis_name))
-    x = prepare_images(images[indices], indices, aug_key, cfg, model.dtype, train=True)
-    y = labels[indices]
+    x = prepare_images(images_uint8, example_ids, aug_key, cfg, model.dtype, train=True)
+    w = weights.astype(jnp.float32)
+    n = jnp.sum(w)
 
     def loss_fn(params):
         outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
                                        train=True, mutable=["batch_stats"],
                                        rngs={"dropout": dropout_key})
-        loss, logits = combined_loss(outputs, y, cfg.aux_weight, cfg.label_smoothing)
-        return loss, (logits, updates["batch_stats"])
+        outs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        per_example = cross_entropy(outs[0], labels, cfg.label_smoothing)
+        for aux in outs[1:]:
+            per_example = per_example + cfg.aux_weight * cross_entropy(aux, labels, cfg.label_smoothing)
+        loss = jnp.sum(per_example * w) / jnp.maximum(n, 1.0)
+        return loss, (outs[0], updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    n = jnp.asarray(y.shape[0], jnp.float32)
     metrics = {"loss_sum": loss * n,
-               "correct": jnp.sum(jnp.argmax(logits, -1) == y).astype(jnp.float32),
+               "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * w),
                "count": n}
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
@@ -165,19 +170,41 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, indices:
     return new_state, metrics
 
 
-def eval_step(state: TrainState, images, labels, indices, mask, *, model, cfg: StepConfig,
-              axis_name: Optional[str] = AXIS):
+def train_step(state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array,
+               key: jax.Array, *, model, cfg: StepConfig, axis_name: Optional[str] = AXIS):
+    """In-memory datasets: ``images``/``labels`` are the whole dataset on the device,
+    ``indices`` this device's examples (gathered and augmented on the device)."""
+    return train_on_batch(state, images[indices], labels[indices],
+                          jnp.ones(indices.shape, jnp.float32), indices, key, model=model,
+                          cfg=cfg, axis_name=axis_name)
+
+
+def train_step_streamed(state: TrainState, images: jax.Array, labels: jax.Array, weights: jax.Array,
+                        key: jax.Array, *, model, cfg: StepConfig, axis_name: Optional[str] = AXIS):
+    """Streaming datasets: this device's batch, already augmented on the host."""
+    ids = jnp.arange(labels.shape[0], dtype=jnp.int32)
+    return train_on_batch(state, images, labels, weights, ids, key, model=model, cfg=cfg,
+                          axis_name=axis_name)
+
+
+def eval_on_batch(state: TrainState, images_uint8, labels, mask, *, model, cfg: StepConfig,
+                  axis_name: Optional[str] = AXIS):
     """Summed correct predictions and loss over this device's (masked) examples."""
-    x = prepare_images(images[indices], indices, None, cfg, model.dtype, train=False)
-    y = labels[indices]
+    x = prepare_images(images_uint8, None, None, cfg, model.dtype, train=False)
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
     mask = mask.astype(jnp.float32)
-    metrics = {"correct": jnp.sum((jnp.argmax(logits, -1) == y) * mask),
-               "loss_sum": jnp.sum(cross_entropy(logits, y) * mask),
+    metrics = {"correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+               "loss_sum": jnp.sum(cross_entropy(logits, labels) * mask),
                "count": jnp.sum(mask)}
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)
     return metrics
+
+
+def eval_step(state: TrainState, images, labels, indices, mask, *, model, cfg: StepConfig,
+              axis_name: Optional[str] = AXIS):
+    return eval_on_batch(state, images[indices], labels[indices], mask, model=model, cfg=cfg,
+                         axis_name=axis_name)
 
 
 # ----------------------------------------------------------------------------
@@ -192,7 +219,8 @@ class Runner:
     pmap runner keeps a stacked copy internally.
     """
 
-    def __init__(self, model, cfg: StepConfig, parallel: str = "shard_map", devices=None):
+    def __init__(self, model, cfg: StepConfig, parallel: str = "shard_map", devices=None,
+                 streaming: bool = False):
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
         self.devices = list(devices if devices is not None else jax.devices())
@@ -201,20 +229,26 @@ class Runner:
         self.mesh = Mesh(np.array(self.devices), (AXIS,))
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
-        step = functools.partial(train_step, model=model, cfg=cfg, axis_name=AXIS)
-        evaluate = functools.partial(eval_step, model=model, cfg=cfg, axis_name=AXIS)
+        self.streaming = streaming
+        step = functools.partial(train_step_streamed if streaming else train_step, model=model,
+                                 cfg=cfg, axis_name=AXIS)
+        evaluate = functools.partial(eval_on_batch if streaming else eval_step, model=model, cfg=cfg,
+                                     axis_name=AXIS)
+        # in-memory: (state, dataset images, dataset labels, indices, key)
+        # streaming: (state, batch images, batch labels, weights, key)
+        data = (P(AXIS), P(AXIS)) if streaming else (P(), P())
         if parallel == "shard_map":
             self._train = jax.jit(jax.shard_map(
-                step, mesh=self.mesh, in_specs=(P(), P(), P(), P(AXIS), P()),
+                step, mesh=self.mesh, in_specs=(P(), *data, P(AXIS), P()),
                 out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
-            self._eval = jax.jit(jax.shard_map(
-                evaluate, mesh=self.mesh, in_specs=(P(), P(), P(), P(AXIS), P(AXIS)),
-                out_specs=P(), check_vma=False))
+            eval_specs = (P(), P(AXIS), P(AXIS), P(AXIS)) if streaming else \
+                (P(), P(), P(), P(AXIS), P(AXIS))
+            self._eval = jax.jit(jax.shard_map(evaluate, mesh=self.mesh, in_specs=eval_specs,
+                                               out_specs=P(), check_vma=False))
         elif parallel == "pmap":
             self._train = jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, 0, 0, None),
                                    donate_argnums=(0,), devices=self.devices)
-            self._eval = jax.pmap(evaluate, axis_name=AXIS, in_axes=(0, 0, 0, 0, 0),
-                                  devices=self.devices)
+            self._eval = jax.pmap(evaluate, axis_name=AXIS, devices=self.devices)
         else:
             raise ValueError(f"parallel={parallel!r}: expected 'shard_map' or 'pmap'")
 
@@ -232,7 +266,14 @@ class Runner:
             return jax.tree_util.tree_map(lambda x: x[0], tree)
         return tree
 
+    def put_local_batch(self, array: np.ndarray):
+        """This process's part of a global batch (streaming: each process reads its own shard)."""
+        if self.parallel == "pmap":
+            return jax.device_put(array.reshape(self.num_devices, -1, *array.shape[1:]), self.sharded)
+        return jax.make_array_from_process_local_data(self.sharded, array)
+
     def put_batch(self, array: np.ndarray):
+        """A global batch (the same on every process)."""
         if self.parallel == "pmap":
             return jax.device_put(array.reshape(self.num_devices, -1, *array.shape[1:]), self.sharded)
         if jax.process_count() > 1:  # each process feeds its own part of the global batch
@@ -241,11 +282,11 @@ class Runner:
         return jax.make_array_from_process_local_data(self.sharded, array)
 
     # -- steps --
-    def train(self, state, images, labels, indices, key):
-        return self._train(state, images, labels, indices, key)
+    def train(self, state, *args):
+        return self._train(state, *args)
 
-    def evaluate(self, state, images, labels, indices, mask):
-        return self._eval(state, images, labels, indices, mask)
+    def evaluate(self, state, *args):
+        return self._eval(state, *args)
 
     def metrics(self, m) -> Dict[str, float]:
         m = jax.device_get(m)
@@ -272,6 +313,9 @@ def build_model(config, num_classes: int):
                          **kwargs)
 
 
+IN_MEMORY_DATASETS = config_lib.IN_MEMORY
+
+
 def load_datasets(config):
     """(train, eval) in-memory datasets for the config (decoded once, cached)."""
     if config.dataset == "synthetic":
@@ -292,10 +336,12 @@ def load_datasets(config):
     return train, evald
 
 
-def step_config(config) -> StepConfig:
+def step_config(config, streaming: bool = False) -> StepConfig:
+    # streaming pipelines augment on the host (random-resized crop + flip)
     return StepConfig(aux_weight=float(config.aux_loss_weight),
                       label_smoothing=float(config.label_smoothing),
-                      crop_padding=int(config.crop_padding), random_flip=bool(config.random_flip),
+                      crop_padding=0 if streaming else int(config.crop_padding),
+                      random_flip=False if streaming else bool(config.random_flip),
                       mean=tuple(float(v) for v in config.mean), std=tuple(float(v) for v in config.std))
 
 
@@ -303,6 +349,99 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     """The data order of an epoch: a function of (seed, epoch) only, so a resumed run
     continues exactly where the interrupted one stopped."""
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+
+
+def _summarise_eval(runner: Runner, total) -> Dict[str, float]:
+    m = runner.metrics(total)
+    return {"accuracy": m["correct"] / max(m["count"], 1), "loss": m["loss_sum"] / max(m["count"], 1)}
+
+
+class InMemoryData:
+    """A dataset held on the accelerator; batches are index arrays into it."""
+
+    def __init__(self, config, train_ds, eval_ds):
+        self.config, self.train_ds, self.eval_ds = config, train_ds, eval_ds
+        self.num_classes = config.num_classes if config.num_classes > 0 else train_ds.num_classes
+        self.num_train = len(train_ds)
+        self.steps_per_epoch = self.num_train // config.batch_size
+        self.skipped = train_ds.skipped + eval_ds.skipped
+        self.max_label = int(train_ds.labels.max()) if train_ds.labels.size else -1
+        self._perm_epoch, self._perm = -1, None
+
+    def place(self, runner: Runner, start_step: int) -> None:
+        self.runner = runner
+        self.images = runner.put_replicated(self.train_ds.images)
+        self.labels = runner.put_replicated(self.train_ds.labels)
+        self.eval_images = runner.put_replicated(self.eval_ds.images)
+        self.eval_labels = runner.put_replicated(self.eval_ds.labels)
+
+    def train_args(self, step: int) -> tuple:
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = epoch_permutation(self.config.seed, epoch, self.num_train)
+            self._perm_epoch = epoch
+        b = self.config.batch_size
+        idx = self._perm[offset * b:(offset + 1) * b]
+        return self.images, self.labels, self.runner.put_batch(idx)
+
+    def evaluate(self, state) -> Dict[str, float]:
+        return evaluate(self.runner, state, self.eval_images, self.eval_labels, len(self.eval_ds),
+                        self.config.eval_batch_size)
+
+    def close(self) -> None:
+        pass
+
+
+class StreamingData:
+    """A dataset streamed from disk by worker processes (ImageNet)."""
+
+    def __init__(self, config):
+        from inception_jax.data.streaming import StreamingLoader
+
+        pc, pi = jax.process_count(), jax.process_index()
+        common = dict(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size,
+                      seed=config.seed, workers=config.pipeline_workers, process_index=pi,
+                      process_count=pc, bad_records=config.bad_records)
+        self.config = config
+        self.train_loader = StreamingLoader(split=config.train_split, batch_size=config.batch_size // pc,
+                                            train=True, **common)
+        self.eval_loader = StreamingLoader(split=config.eval_split,
+                                           batch_size=config.eval_batch_size // pc, train=False, **common)
+        self.num_classes = (config.num_classes if config.num_classes > 0
+                            else self.train_loader.num_classes)
+        self.num_train = self.train_loader.num_examples
+        self.steps_per_epoch = self.train_loader.steps_per_epoch
+        self.skipped = 0
+        self.max_label = -1
+
+    def place(self, runner: Runner, start_step: int) -> None:
+        self.runner = runner
+        self._batches = self.train_loader.batches(start_step)
+
+    def train_args(self, step: int) -> tuple:
+        images, labels, valid = next(self._batches)
+        put = self.runner.put_local_batch
+        return put(images), put(labels), put(valid.astype(np.float32))
+
+    def evaluate(self, state) -> Dict[str, float]:
+        total = None
+        put = self.runner.put_local_batch
+        for images, labels, valid in self.eval_loader.batches():
+            m = self.runner.evaluate(state, put(images), put(labels), put(valid))
+            total = m if total is None else jax.tree_util.tree_map(jnp.add, total, m)
+        return _summarise_eval(self.runner, total)
+
+    def close(self) -> None:
+        self.train_loader.close()
+        self.eval_loader.close()
+
+
+def open_data(config):
+    streaming = config.pipeline == "streaming" or (
+        config.pipeline == "auto" and config.dataset not in IN_MEMORY_DATASETS)
+    if not streaming:
+        return InMemoryData(config, *load_datasets(config))
+    return StreamingData(config)
 
 
 def evaluate(runner: Runner, state, images, labels, n: int, batch_size: int) -> Dict[str, float]:
@@ -313,8 +452,15 @@ def evaluate(runner: Runner, state, images, labels, n: int, batch_size: int) -> 
         idx = np.where(mask, idx, 0).astype(np.int32)
         m = runner.evaluate(state, images, labels, runner.put_batch(idx), runner.put_batch(mask))
         total = m if total is None else jax.tree_util.tree_map(jnp.add, total, m)
-    m = runner.metrics(total)
-    return {"accuracy": m["correct"] / max(m["count"], 1), "loss": m["loss_sum"] / max(m["count"], 1)}
+    return _summarise_eval(runner, total)
+
+
+def _check_finite(loss: float, where: str, ckpt) -> None:
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss became {loss} {where}; stopped without saving; the last good checkpoint "
+            f"(step {ckpt.latest_step()}) is kept. Lower --config.learning_rate or enable "
+            "--config.grad_clip_norm")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -331,15 +477,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                          "devices; change them or the device count")
     workdir = os.path.abspath(os.path.expanduser(workdir))
     ckpt = ckpt_lib.Checkpointer(workdir, config)   # checks workdir and config compatibility early
-    train_ds, eval_ds = load_datasets(config)
-    num_classes = config.num_classes if config.num_classes > 0 else train_ds.num_classes
-    if train_ds.labels.size and int(train_ds.labels.max()) >= num_classes:
-        raise ValueError(f"config.num_classes={num_classes}: the data has label "
-                         f"{int(train_ds.labels.max())}; raise num_classes or use -1")
-    n_train = len(train_ds)
-    steps_per_epoch = n_train // config.batch_size
+    data = open_data(config)
+    num_classes = data.num_classes
+    if data.max_label >= num_classes:
+        raise ValueError(f"config.num_classes={num_classes}: the data has label {data.max_label}; "
+                         "raise num_classes or use -1")
+    steps_per_epoch = data.steps_per_epoch
     if steps_per_epoch < 1:
-        raise ValueError(f"config.batch_size={config.batch_size}: larger than the {n_train} "
+        raise ValueError(f"config.batch_size={config.batch_size}: larger than the {data.num_train} "
                          "training examples; lower it")
     total_steps = (config.num_train_steps if config.num_train_steps > 0
                    else int(math.ceil(config.num_epochs * steps_per_epoch)))
@@ -347,81 +492,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     model = build_model(config, num_classes)
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, data_key = jax.random.split(rng)
+    init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
     state = create_train_state(model, init_rng, config.image_size, tx)
     state, start_step = ckpt.restore_latest(state)
-    runner = Runner(model, step_config(config), config.parallel)
+    streaming = isinstance(data, StreamingData)
+    runner = Runner(model, step_config(config, streaming), config.parallel, streaming=streaming)
     state = runner.put_replicated(state)
-    images = runner.put_replicated(train_ds.images)
-    labels = runner.put_replicated(train_ds.labels)
-    eval_images = runner.put_replicated(eval_ds.images)
-    eval_labels = runner.put_replicated(eval_ds.labels)
+    data.place(runner, start_step)
     data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key
 
     logger = metrics_lib.MetricsLogger(workdir, total_steps, config.batch_size,
                                        resumed=start_step > 0)
     if start_step > 0:
         logger.line(f"Resumed from step {start_step}")
-    if train_ds.skipped or eval_ds.skipped:
-        logger.line(f"Skipped undecodable records: {train_ds.skipped} train, {eval_ds.skipped} eval")
+    if data.skipped:
+        logger.line(f"Skipped {data.skipped} undecodable records")
     stop_at = config.stop_at_step if config.stop_at_step > 0 else total_steps
     last_eval: Dict[str, float] = {}
     epoch_metrics = None
     window = None
     step = start_step
-    perm_epoch, perm = -1, None
     t_window = time.time()
 
     def finish_epoch(epoch_index: int, partial: bool):
         nonlocal epoch_metrics, last_eval
         train_m = runner.metrics(epoch_metrics) if epoch_metrics is not None else None
-        ev = evaluate(runner, state, eval_images, eval_labels, len(eval_ds), config.eval_batch_size)
+        ev = data.evaluate(state)
         last_eval = ev
         tl = train_m["loss_sum"] / train_m["count"] if train_m else float("nan")
         ta = train_m["correct"] / train_m["count"] if train_m else float("nan")
-        if not math.isfinite(tl):
-            raise FloatingPointError(
-                f"training loss became {tl} in epoch {epoch_index + 1} (step {step}); stopped without "
-                f"saving; the last good checkpoint (step {ckpt.latest_step()}) is kept. Lower "
-                "--config.learning_rate or enable --config.grad_clip_norm")
+        if train_m:
+            _check_finite(tl, f"in epoch {epoch_index + 1} (step {step})", ckpt)
         logger.epoch(epoch_index + 1, step, tl, ta, ev["accuracy"], ev["loss"], float(schedule(step - 1)),
                      partial=partial)
         ckpt.save(step, runner.unreplicate(state), eval_accuracy=ev["accuracy"], force=True)
         epoch_metrics = None
 
-    while step < min(total_steps, stop_at):
-        epoch, offset = divmod(step, steps_per_epoch)
-        if epoch != perm_epoch:
-            perm, perm_epoch = epoch_permutation(config.seed, epoch, n_train), epoch
-        idx = perm[offset * config.batch_size:(offset + 1) * config.batch_size]
-        state, m = runner.train(state, images, labels, runner.put_batch(idx), data_key)
-        step += 1
-        epoch_metrics = m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
-        window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
-        if step % config.log_every_steps == 0 or step == total_steps:
-            w = runner.metrics(window)
-            loss = w["loss_sum"] / w["count"]
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss} at step {step}; stopped without saving; the last "
-                    f"good checkpoint (step {ckpt.latest_step()}) is kept. Lower "
-                    "--config.learning_rate or enable --config.grad_clip_norm")
-            now = time.time()
-            logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
-            window, t_window = None, now
-        if config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0 \
-                and step % steps_per_epoch != 0:
-            ckpt.save(step, runner.unreplicate(state))
-        if step % steps_per_epoch == 0:
-            finish_epoch(step // steps_per_epoch - 1, partial=False)
-            t_window = time.time()
-    if epoch_metrics is not None or step == start_step:
-        # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
-        finish_epoch(step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
-                     partial=True)
-    ckpt.wait()
-    logger.close()
+    try:
+        while step < min(total_steps, stop_at):
+            state, m = runner.train(state, *data.train_args(step), data_key)
+            step += 1
+            epoch_metrics = m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
+            window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
+            if step % config.log_every_steps == 0 or step == total_steps:
+                w = runner.metrics(window)
+                loss = w["loss_sum"] / max(w["count"], 1)
+                _check_finite(loss, f"at step {step}", ckpt)
+                now = time.time()
+                logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
+                window, t_window = None, now
+            if config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0 \
+                    and step % steps_per_epoch != 0:
+                ckpt.save(step, runner.unreplicate(state))
+            if step % steps_per_epoch == 0:
+                finish_epoch(step // steps_per_epoch - 1, partial=False)
+                t_window = time.time()
+        if epoch_metrics is not None or step == start_step:
+            # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
+            finish_epoch(step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
+                         partial=True)
+    finally:
+        data.close()
+        ckpt.wait()
+        logger.close()
     return {"step": step, "eval_accuracy": last_eval.get("accuracy"),
             "eval_loss": last_eval.get("loss"), "state": runner.unreplicate(state)}
 
@@ -433,15 +566,18 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str
     config_lib.validate(config)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     ckpt = ckpt_lib.Checkpointer(workdir, config, read_only=True)
-    _, eval_ds = load_datasets(config)
-    num_classes = config.num_classes if config.num_classes > 0 else eval_ds.num_classes
-    model = build_model(config, num_classes)
+    data = open_data(config)
+    model = build_model(config, data.num_classes)
     tx = make_optimizer(config, optax.constant_schedule(config.learning_rate))
     state = create_train_state(model, jax.random.PRNGKey(0), config.image_size, tx)
     state, step = ckpt.restore(state, which)
-    runner = Runner(model, step_config(config), config.parallel)
-    ev = evaluate(runner, runner.put_replicated(state), runner.put_replicated(eval_ds.images),
-                  runner.put_replicated(eval_ds.labels), len(eval_ds), config.eval_batch_size)
+    streaming = isinstance(data, StreamingData)
+    runner = Runner(model, step_config(config, streaming), config.parallel, streaming=streaming)
+    data.place(runner, 0)
+    try:
+        ev = data.evaluate(runner.put_replicated(state))
+    finally:
+        data.close()
     print(f"Checkpoint {which} (step {step}): Test Acc: {100 * ev['accuracy']:.2f}%, "
           f"Test Loss: {ev['loss']:.4f}", flush=True)
     return {"step": step, **ev}
