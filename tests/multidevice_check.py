@@ -63,6 +63,13 @@ def main():
         out["divisibility_error"] = None
     except ValueError as e:
         out["divisibility_error"] = str(e)
+    # a run on 8 devices leaves a checkpoint that the test resumes on 1 device
+    c3 = config_lib.base_config()
+    c3.dataset, c3.image_size, c3.batch_size, c3.eval_batch_size = "synthetic", 16, 16, 16
+    c3.synthetic_examples, c3.num_classes, c3.num_epochs, c3.num_train_steps = 64, 4, -1, 2
+    c3.compilation_cache_dir = ""
+    training.train_and_evaluate(c3, os.path.join(sys.argv[1], "eight"))
+    out["eight_device_workdir"] = os.path.join(sys.argv[1], "eight")
     print("RESULT " + json.dumps(out))
 
 

@@ -40,3 +40,17 @@ def test_pmap_and_shard_map_agree(result):
 def test_batch_not_divisible_by_devices_is_one_line(result):
     msg = result["divisibility_error"]
     assert msg and "config.batch_size=12" in msg and "8 devices" in msg and "\n" not in msg
+
+
+def test_checkpoint_from_eight_devices_resumes_on_one(result, capsys):
+    import jax
+    from inception_jax import config as config_lib
+    from inception_jax import training
+    assert jax.device_count() == 1
+    c = config_lib.base_config()
+    c.dataset, c.image_size, c.batch_size, c.eval_batch_size = "synthetic", 16, 16, 16
+    c.synthetic_examples, c.num_classes, c.num_epochs, c.num_train_steps = 64, 4, -1, 3
+    c.compilation_cache_dir = ""
+    out = training.train_and_evaluate(c, result["eight_device_workdir"])
+    assert "Resumed from step 2" in capsys.readouterr().out
+    assert out["step"] == 3

@@ -204,6 +204,15 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_nan_loss_stops_with_a_clear_error_keeping_the_last_checkpoint(tmp_path):
+    cfg = dict(num_epochs=-1, num_train_steps=8, synthetic_examples=64, batch_size=16,
+               checkpoint_every_steps=2, log_every_steps=2, optimizer="sgd")
+    training.train_and_evaluate(smoke_config(**dict(cfg, num_train_steps=2)), str(tmp_path))
+    with pytest.raises(FloatingPointError, match=r"training loss became nan at step 4.*step 2\) is kept"):
+        training.train_and_evaluate(smoke_config(learning_rate=1e30, **cfg), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
 def test_resuming_with_another_model_is_refused(tmp_path):
     training.train_and_evaluate(smoke_config(num_epochs=-1, num_train_steps=2, synthetic_examples=64),
                                 str(tmp_path))
