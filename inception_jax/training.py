@@ -12,11 +12,10 @@ devices.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax
 import jax

@@ -2,7 +2,6 @@
 statistics, converted by name, same logits (1e-4 relative L2, float32, CPU)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
