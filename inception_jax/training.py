@@ -272,13 +272,11 @@ class Runner:
         return jax.make_array_from_process_local_data(self.sharded, array)
 
     def put_batch(self, array: np.ndarray):
-        """A global batch (the same on every process)."""
-        if self.parallel == "pmap":
-            return jax.device_put(array.reshape(self.num_devices, -1, *array.shape[1:]), self.sharded)
-        if jax.process_count() > 1:  # each process feeds its own part of the global batch
+        """A global batch (the same on every process): each process feeds its own part."""
+        if self.parallel == "shard_map" and jax.process_count() > 1:
             per = array.shape[0] // jax.process_count()
             array = array[jax.process_index() * per:(jax.process_index() + 1) * per]
-        return jax.make_array_from_process_local_data(self.sharded, array)
+        return self.put_local_batch(array)
 
     # -- steps --
     def train(self, state, *args):
