@@ -43,7 +43,6 @@ def _versions():
 
 def bench_jax(name, batch, size, steps, warmup, half):
     import jax
-    import jax.numpy as jnp
     import optax
 
     from inception_jax import config as config_lib

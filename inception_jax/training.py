@@ -101,13 +101,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) 
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot)
 
 
-def combined_loss(outputs, labels: jax.Array, aux_weight: float, smoothing: float):
-    """Main loss + ``aux_weight`` x each aux loss; ``outputs`` is logits or (main, aux...)."""
+def combined_loss(outputs, labels: jax.Array, aux_weight: float, smoothing: float,
+                  weights: Optional[jax.Array] = None):
+    """Main loss + ``aux_weight`` x each aux loss; ``outputs`` is logits or (main, aux...).
+
+    A (weighted) mean over examples; ``weights`` (0/1) mask examples out. Returns
+    the loss and the main logits.
+    """
     outs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    loss = jnp.mean(cross_entropy(outs[0], labels, smoothing))
+    per_example = cross_entropy(outs[0], labels, smoothing)
     for aux in outs[1:]:
-        loss = loss + aux_weight * jnp.mean(cross_entropy(aux, labels, smoothing))
-    return loss, outs[0]
+        per_example = per_example + aux_weight * cross_entropy(aux, labels, smoothing)
+    if weights is None:
+        return jnp.mean(per_example), outs[0]
+    return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0), outs[0]
 
 
 @flax.struct.dataclass
@@ -151,12 +158,8 @@ def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array
         outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
                                        train=True, mutable=["batch_stats"],
                                        rngs={"dropout": dropout_key})
-        outs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-        per_example = cross_entropy(outs[0], labels, cfg.label_smoothing)
-        for aux in outs[1:]:
-            per_example = per_example + cfg.aux_weight * cross_entropy(aux, labels, cfg.label_smoothing)
-        loss = jnp.sum(per_example * w) / jnp.maximum(n, 1.0)
-        return loss, (outs[0], updates["batch_stats"])
+        loss, logits = combined_loss(outputs, labels, cfg.aux_weight, cfg.label_smoothing, w)
+        return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = {"loss_sum": loss * n,
