@@ -27,7 +27,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from absl import logging
 
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)  # Orbax's notices; our own lines are printed
     import jax
 
     if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",
@@ -45,8 +45,9 @@ def main(argv):
             training.evaluate_workdir(config, FLAGS.workdir)
         else:
             training.train_and_evaluate(config, FLAGS.workdir)
-    except (ValueError, FloatingPointError) as e:
-        # bad input: one line, no traceback; nothing already written is touched
+    except (ValueError, FloatingPointError, OSError) as e:
+        # bad input, a diverged run, a full disk: one line, no traceback; checkpoints
+        # already written are kept
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -145,16 +145,23 @@ def _fmt_time(seconds: float) -> str:
 
 
 class MetricsLogger:
+    """Progress and epoch lines on stdout; metrics.jsonl, TensorBoard events and
+    curves.png in the workdir (``write_files``: process 0 only). A failing write
+    (full disk) is reported once and the run goes on; checkpoints decide whether
+    it can continue."""
+
     def __init__(self, workdir: str, total_steps: int, batch_size: int, resumed: bool = False,
-                 stream=None):
+                 stream=None, write_files: bool = True, quiet: bool = False):
         self.workdir = workdir
         self.total_steps = total_steps
         self.batch_size = batch_size
         self.stream = stream or sys.stdout
+        self.quiet = quiet
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
         self.history: List[dict] = []
-        if resumed and os.path.exists(self.jsonl_path):
+        self.write_files = write_files
+        if resumed and write_files and os.path.exists(self.jsonl_path):
             with open(self.jsonl_path) as f:
                 for line in f:
                     try:
@@ -163,17 +170,31 @@ class MetricsLogger:
                         continue  # a line cut by a kill
                     if rec.get("kind") == "epoch":
                         self.history.append(rec)
-        self._jsonl = open(self.jsonl_path, "a")
-        self.events = EventWriter(os.path.join(workdir, "tensorboard"))
+        self._jsonl = open(self.jsonl_path, "a") if write_files else None
+        self.events = EventWriter(os.path.join(workdir, "tensorboard")) if write_files else None
         self.t_start = time.time()
         self._first_step: Optional[int] = None
         self._progress_open = False
 
+    def _files(self, fn) -> None:
+        if not self.write_files:
+            return
+        try:
+            fn()
+        except OSError as e:
+            self.write_files = False
+            self.line(f"warning: could not write metrics in {self.workdir!r} ({e}); "
+                      "metrics files stop here, training goes on")
+
     def _write(self, record: dict) -> None:
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        def write():
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+        self._files(write)
 
     def line(self, text: str) -> None:
+        if self.quiet:
+            return
         if self._progress_open:
             self.stream.write("\n")
             self._progress_open = False
@@ -190,7 +211,9 @@ class MetricsLogger:
         eta_s = _fmt_time(eta) if eta == eta else "?"
         text = (f"[{bar}] step {step}/{self.total_steps} loss {loss:.4f} "
                 f"{images_per_s:,.0f} img/s ETA {eta_s}")
-        if self.tty:
+        if self.quiet:
+            pass
+        elif self.tty:
             self.stream.write("\r" + text)
             self.stream.flush()
             self._progress_open = True
@@ -198,7 +221,8 @@ class MetricsLogger:
             print(text, file=self.stream, flush=True)
         self._write({"kind": "train", "step": step, "loss": loss, "images_per_s": images_per_s,
                      "time": time.time()})
-        self.events.scalars(step, {"train/loss": loss, "train/images_per_s": images_per_s})
+        self._files(lambda: self.events.scalars(step, {"train/loss": loss,
+                                                        "train/images_per_s": images_per_s}))
 
     def epoch(self, epoch: int, step: int, train_loss: float, train_acc: float, eval_acc: float,
               eval_loss: float, lr: float, partial: bool = False) -> None:
@@ -210,14 +234,23 @@ class MetricsLogger:
                "learning_rate": lr, "partial": partial, "wall_s": time.time() - self.t_start}
         self._write(rec)
         self.history.append(rec)
-        self.events.scalars(step, {"epoch/train_loss": train_loss, "epoch/train_accuracy": train_acc,
-                                   "epoch/eval_accuracy": eval_acc, "epoch/eval_loss": eval_loss,
-                                   "epoch/learning_rate": lr})
+        self._files(lambda: self.events.scalars(
+            step, {"epoch/train_loss": train_loss, "epoch/train_accuracy": train_acc,
+                   "epoch/eval_accuracy": eval_acc, "epoch/eval_loss": eval_loss,
+                   "epoch/learning_rate": lr}))
 
     def close(self) -> None:
         if self._progress_open:
             self.stream.write("\n")
-        self._jsonl.close()
-        self.events.close()
+        if self._jsonl is not None:
+            try:
+                self._jsonl.close()
+            except OSError:
+                pass
+        if self.events is not None:
+            try:
+                self.events.close()
+            except OSError:
+                pass
         if self.history:
-            plot_curves(self.history, os.path.join(self.workdir, "curves.png"))
+            self._files(lambda: plot_curves(self.history, os.path.join(self.workdir, "curves.png")))

@@ -463,12 +463,52 @@ def _check_finite(loss: float, where: str, ckpt) -> None:
             "--config.grad_clip_norm")
 
 
+class StopRequest:
+    """Turns SIGTERM / SIGINT into a request to stop after the current step (with a
+    checkpoint). A second signal acts as usual (kills / KeyboardInterrupt). Only in
+    the main thread of a single-process run: with several processes, JAX's
+    preemption service catches SIGTERM and Orbax's sync point picks the step."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self):
+        self.signal_name: Optional[str] = None
+        self._previous = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.signal_name is not None:  # second signal: the usual behaviour
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        return False
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and
     returns the final metrics (and the final state under ``"state"``)."""
-    from inception_jax import checkpoint as ckpt_lib
-    from inception_jax import metrics as metrics_lib
-
     config_lib.validate(config)
     num_devices = jax.device_count()
     if config.batch_size % num_devices or config.eval_batch_size % num_devices:
@@ -476,7 +516,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                          f"{config.eval_batch_size}: expected multiples of the {num_devices} "
                          "devices; change them or the device count")
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    ckpt = ckpt_lib.Checkpointer(workdir, config)   # checks workdir and config compatibility early
+    with StopRequest() as stop:
+        return _train(config, workdir, stop)
+
+
+def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
+    from inception_jax import checkpoint as ckpt_lib
+    from inception_jax import metrics as metrics_lib
+
+    main_process = jax.process_index() == 0
+    say = print if main_process else (lambda text: None)
+    ckpt = ckpt_lib.Checkpointer(workdir, config, log=say)  # checks workdir and config early
     data = open_data(config)
     num_classes = data.num_classes
     if data.max_label >= num_classes:
@@ -502,7 +552,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key
 
     logger = metrics_lib.MetricsLogger(workdir, total_steps, config.batch_size,
-                                       resumed=start_step > 0)
+                                       resumed=start_step > 0, write_files=main_process,
+                                       quiet=not main_process)
     if start_step > 0:
         logger.line(f"Resumed from step {start_step}")
     if data.skipped:
@@ -512,6 +563,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     epoch_metrics = None
     window = None
     step = start_step
+    stopped_by = None
     t_window = time.time()
 
     def finish_epoch(epoch_index: int, partial: bool):
@@ -532,6 +584,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         while step < min(total_steps, stop_at):
             state, m = runner.train(state, *data.train_args(step), data_key)
             step += 1
+            # A save started after the previous step commits while this one computes; any
+            # reported step after a checkpoint step means that checkpoint is on disk.
+            ckpt.wait()
             epoch_metrics = m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
             window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
             if step % config.log_every_steps == 0 or step == total_steps:
@@ -541,22 +596,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                 now = time.time()
                 logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
                 window, t_window = None, now
+            if stop.requested or ckpt.reached_preemption(step):
+                stopped_by = stop.signal_name or "a preemption notice"
+                ckpt.save(step, runner.unreplicate(state), force=True)
+                ckpt.wait()
+                logger.line(f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
+                            f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume")
+                break
             if config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0 \
                     and step % steps_per_epoch != 0:
                 ckpt.save(step, runner.unreplicate(state))
             if step % steps_per_epoch == 0:
                 finish_epoch(step // steps_per_epoch - 1, partial=False)
                 t_window = time.time()
-        if epoch_metrics is not None or step == start_step:
+        if stopped_by is None and (epoch_metrics is not None or step == start_step):
             # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
             finish_epoch(step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
                          partial=True)
+        ckpt.wait()
     finally:
         data.close()
-        ckpt.wait()
+        try:
+            ckpt.wait()
+        except ckpt_lib.CheckpointWriteError:
+            pass  # already raised, or superseded by the exception in flight
         logger.close()
     return {"step": step, "eval_accuracy": last_eval.get("accuracy"),
-            "eval_loss": last_eval.get("loss"), "state": runner.unreplicate(state)}
+            "eval_loss": last_eval.get("loss"), "state": runner.unreplicate(state),
+            "stopped_by": stopped_by}
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):

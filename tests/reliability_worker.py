@@ -1,0 +1,53 @@
+"""``python tests/reliability_worker.py <train.py flags>``: train.py with a tiny
+Inception model (``tiny_inception``) registered, so the reliability tests can
+start, kill and restart real training processes in a few seconds each.
+
+Environment knobs used by the tests:
+  RELIABILITY_FSIZE_LIMIT=<bytes>   cap the size of any file this process writes
+                                    (RLIMIT_FSIZE; writes past it fail with EFBIG,
+                                    which stands in for a full disk).
+"""
+
+import os
+import resource
+import signal
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import flax.linen as nn
+
+from inception_jax import layers
+from inception_jax.models.registry import ModelInfo, register
+
+
+class TinyInception(nn.Module):
+    """conv 3->8, one Inception module, global pool, classifier."""
+
+    num_classes: int = 4
+    dtype: object = None
+    axis_name: object = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        conv = layers.make_conv(self.dtype or x.dtype, self.axis_name)
+        x = conv(8, 3, 1, 1, name="conv1")(x, train)
+        x = layers.max_pool(x, 2)
+        x = layers.InceptionModule(8, 4, 4, 4, 2, 4, 4, conv=conv, name="inception3a")(x, train)
+        x = layers.global_avg_pool(x)
+        return layers.dense(self.num_classes, self.dtype or x.dtype, "fc")(x)
+
+
+register(ModelInfo("tiny_inception", TinyInception, 8, 4, num_classes=4))
+
+if __name__ == "__main__":
+    limit = os.environ.get("RELIABILITY_FSIZE_LIMIT")
+    if limit:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+    from absl import app
+
+    import train
+
+    app.run(train.main)
