@@ -3,7 +3,8 @@
 Importing this package registers every model.
 """
 
-from inception_jax.models.registry import ModelInfo, create, get_info, init, list_models
+from inception_jax.models.registry import (ModelInfo, Pretrained, create, get_info, init,
+                                          list_models)
 from inception_jax.models import (bn_inception, cifar, googlenet, inception_resnet_v2,  # noqa: F401
                                   inception_v3, inception_v4)
 from inception_jax.models.googlenet import GoogLeNet
@@ -13,5 +14,5 @@ from inception_jax.models.inception_v3 import InceptionV3
 from inception_jax.models.inception_v4 import InceptionV4
 from inception_jax.models.inception_resnet_v2 import InceptionResNetV2
 
-__all__ = ["create", "list_models", "get_info", "init", "ModelInfo", "GoogLeNet", "InceptionCIFAR",
-           "BNInception", "InceptionV3", "InceptionV4", "InceptionResNetV2"]
+__all__ = ["create", "list_models", "get_info", "init", "ModelInfo", "Pretrained", "GoogLeNet",
+           "InceptionCIFAR", "BNInception", "InceptionV3", "InceptionV4", "InceptionResNetV2"]

@@ -22,7 +22,17 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax import layers
-from inception_jax.models.registry import ModelInfo, register
+from inception_jax.models.registry import ModelInfo, Pretrained, register
+
+# Cadene's pretrained_settings["bninception"]["imagenet"] with the eval transform of
+# pretrainedmodels.utils.TransformImage (scale 0.875): Resize(256) + CenterCrop(224),
+# bilinear, to [0, 1], RGB -> BGR, x255, minus (104, 117, 128) (B, G, R), std 1;
+# 1000 classes, no background class.
+PRETRAINED = Pretrained(
+    source="pretrainedmodels",
+    url="http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth",
+    filename="bn_inception-52deb4733.pth", input_size=224, resize_size=256,
+    mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), input_space="BGR", input_range=255.0)
 
 # name: (1x1, 3x3_reduce, 3x3, double_3x3_reduce, double_3x3, pool kind, pool_proj)
 # A reduction block (stride 2) has no 1x1 branch and a plain max pool branch.
@@ -85,4 +95,4 @@ class BNInception(nn.Module):
 
 
 register(ModelInfo("bn_inception", BNInception, 224, 31, classifier="last_linear",
-                   reference="pretrainedmodels (Cadene) bninception"))
+                   reference="pretrainedmodels (Cadene) bninception", pretrained=PRETRAINED))

@@ -30,7 +30,15 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax import layers
-from inception_jax.models.registry import ModelInfo, register
+from inception_jax.models.registry import ModelInfo, Pretrained, register
+
+# torchvision GoogLeNet_Weights.IMAGENET1K_V1 (ported from the original paper's
+# weights): Resize(256) + CenterCrop(224), bilinear, ImageNet mean/std, and the
+# model built with transform_input=True.
+PRETRAINED = Pretrained(
+    source="torchvision", url="https://download.pytorch.org/models/googlenet-1378be20.pth",
+    filename="googlenet-1378be20.pth", input_size=224, resize_size=256,
+    model_kwargs=(("transform_input", True),), check_hash=True, accuracy=(69.778, 89.53))
 
 # (in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj) from the paper's Table 1.
 INCEPTION_CFG = {
@@ -145,7 +153,7 @@ class GoogLeNetCIFAR(GoogLeNet):
 _COMMON = dict(has_aux=True, classifier="fc", aux_prefixes=("aux1", "aux2"))
 register(ModelInfo("googlenet", GoogLeNet, 224, _MIN_SIZE["torchvision"], aux_default=True,
                    min_aux_input_size=_MIN_SIZE["torchvision"],
-                   reference="torchvision.models.googlenet", **_COMMON))
+                   reference="torchvision.models.googlenet", pretrained=PRETRAINED, **_COMMON))
 register(ModelInfo("googlenet_paper", GoogLeNetPaper, 224, _MIN_SIZE["paper"], aux_default=True,
                    min_aux_input_size=_MIN_SIZE["paper"],
                    reference="design doc GoogLeNet (Szegedy et al. 2014)", **_COMMON))

@@ -21,7 +21,18 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax import layers
-from inception_jax.models.registry import ModelInfo, register
+from inception_jax.models.registry import (INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained,
+                                          register)
+
+# timm inception_resnet_v2.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.8975 ->
+# Resize(333) + CenterCrop(299), bicubic, mean = std = 0.5; 1000 classes (Cadene's
+# original inceptionresnetv2-520b38e4.pth has 1001 and names the classifier
+# last_linear: load_pretrained drops the background row and renames it).
+PRETRAINED = Pretrained(
+    source="timm", hf_hub_id="timm/inception_resnet_v2.tf_in1k",
+    url="https://huggingface.co/timm/inception_resnet_v2.tf_in1k/resolve/main/model.safetensors",
+    filename="inception_resnet_v2.tf_in1k.safetensors", input_size=299, resize_size=333,
+    interpolation="bicubic", mean=INCEPTION_MEAN, std=INCEPTION_STD)
 
 MIXED_5B = ([(96, 1)], [(48, 1), (64, 5, 1, 2)], [(64, 1), (96, 3, 1, 1), (96, 3, 1, 1)],
             [("avg", 3, 1, 1, False), (64, 1)])
@@ -72,4 +83,4 @@ class InceptionResNetV2(nn.Module):
 
 
 register(ModelInfo("inception_resnet_v2", InceptionResNetV2, 299, 75, classifier="classif",
-                   reference="timm inception_resnet_v2"))
+                   reference="timm inception_resnet_v2", pretrained=PRETRAINED))

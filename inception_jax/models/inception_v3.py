@@ -23,7 +23,15 @@ import jax.numpy as jnp
 
 from inception_jax import layers
 from inception_jax.models.googlenet import transform_imagenet_input
-from inception_jax.models.registry import ModelInfo, register
+from inception_jax.models.registry import ModelInfo, Pretrained, register
+
+# torchvision Inception_V3_Weights.IMAGENET1K_V1 (ported from TensorFlow):
+# Resize(342) + CenterCrop(299), bilinear, ImageNet mean/std, transform_input=True.
+PRETRAINED = Pretrained(
+    source="torchvision",
+    url="https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+    filename="inception_v3_google-0cc3c7bd.pth", input_size=299, resize_size=342,
+    model_kwargs=(("transform_input", True),), check_hash=True, accuracy=(77.294, 93.45))
 
 
 class InceptionA(nn.Module):
@@ -164,4 +172,4 @@ class InceptionV3(nn.Module):
 
 register(ModelInfo("inception_v3", InceptionV3, 299, 75, has_aux=True, aux_default=True,
                    min_aux_input_size=299, classifier="fc", aux_prefixes=("AuxLogits",),
-                   reference="torchvision.models.inception_v3"))
+                   reference="torchvision.models.inception_v3", pretrained=PRETRAINED))

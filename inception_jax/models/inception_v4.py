@@ -19,7 +19,17 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax import layers
-from inception_jax.models.registry import ModelInfo, register
+from inception_jax.models.registry import (INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained,
+                                          register)
+
+# timm inception_v4.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.875 -> Resize(341)
+# + CenterCrop(299), bicubic, mean = std = 0.5; 1000 classes (Cadene's original
+# inceptionv4-8e4777a0.pth has 1001, background first: load_pretrained drops it).
+PRETRAINED = Pretrained(
+    source="timm", hf_hub_id="timm/inception_v4.tf_in1k",
+    url="https://huggingface.co/timm/inception_v4.tf_in1k/resolve/main/model.safetensors",
+    filename="inception_v4.tf_in1k.safetensors", input_size=299, resize_size=341,
+    interpolation="bicubic", mean=INCEPTION_MEAN, std=INCEPTION_STD)
 
 _AVG = ("avg", 3, 1, 1, False)
 _MAX = ("max", 3, 2)
@@ -110,4 +120,4 @@ class InceptionV4(nn.Module):
 
 
 register(ModelInfo("inception_v4", InceptionV4, 299, 75, classifier="last_linear",
-                   reference="timm inception_v4"))
+                   reference="timm inception_v4", pretrained=PRETRAINED))

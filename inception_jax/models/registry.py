@@ -7,6 +7,44 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax.numpy as jnp
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)   # TF-slim "Inception preprocessing": x in [-1, 1]
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """Public ImageNet weights of a model and the eval transform they were made for,
+    as their reference defines it (see :func:`inception_jax.pretrained.preprocess`).
+
+    Transform: decode to RGB, resize the shorter side to ``resize_size`` (PIL,
+    ``interpolation``), center-crop ``input_size``, scale to [0, 1], reorder to
+    ``input_space`` ("RGB" or "BGR"), multiply by ``input_range`` (1 or 255), then
+    ``(x - mean) / std`` with ``mean``/``std`` in the model's channel order.
+    ``model_kwargs`` are the options the weights need (torchvision's googlenet and
+    inception_v3 weights are used with ``transform_input=True``). ``label_offset`` is
+    the index of ImageNet class 0 in the logits (1 for 1001-class checkpoints with a
+    background class first).
+    """
+
+    source: str                 # "torchvision", "timm" or "pretrainedmodels"
+    url: str
+    filename: str               # file name in torch hub's checkpoints/ cache
+    input_size: int
+    resize_size: int
+    interpolation: str = "bilinear"
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
+    input_space: str = "RGB"
+    input_range: float = 1.0
+    num_classes: int = 1000
+    label_offset: int = 0
+    model_kwargs: Tuple[Tuple[str, Any], ...] = ()
+    hf_hub_id: Optional[str] = None   # timm weights: Hugging Face hub repository
+    check_hash: bool = False          # the filename carries a sha256 prefix to verify
+    accuracy: Optional[Tuple[float, float]] = None  # published ImageNet-1k top-1/top-5
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
@@ -24,6 +62,7 @@ class ModelInfo:
     classifier: str = "fc"            # name of the final Dense (for checkpoint inspection)
     aux_prefixes: Tuple[str, ...] = ()  # top-level names of the aux heads
     reference: str = ""
+    pretrained: Optional[Pretrained] = None  # public ImageNet weights + their preprocessing
 
 
 _REGISTRY: Dict[str, ModelInfo] = {}
