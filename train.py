@@ -28,6 +28,9 @@ def main(argv):
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)  # Orbax's notices; our own lines are printed
+    from inception_jax.checkpoint import quiet_orbax_logs
+
+    quiet_orbax_logs()
     import jax
 
     if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",

@@ -166,14 +166,24 @@ class Checkpointer:
 
     def _failed(self, step, error: Exception) -> None:
         for manager in (self.latest, self.best):
-            for name in os.listdir(manager.directory) if os.path.isdir(manager.directory) else ():
-                if ".orbax-checkpoint-tmp" in name:  # free the space the failed save took
-                    shutil.rmtree(os.path.join(manager.directory, name), ignore_errors=True)
-        try:
-            self.latest.reload()
-            newest = self.latest.latest_step()
-        except Exception:
-            newest = None
+            try:
+                manager.close()  # joins Orbax's writer threads before their files are removed
+            except Exception:
+                pass
+        # free the space the failed save took; Orbax's writer threads may still be creating
+        # files for a moment, so repeat until nothing reappears for 0.3 s (at most ~6 s)
+        for _ in range(20):
+            left = [os.path.join(str(m.directory), name) for m in (self.latest, self.best)
+                    if os.path.isdir(str(m.directory)) for name in os.listdir(str(m.directory))
+                    if ".orbax-checkpoint-tmp" in name]
+            if not left:
+                break
+            for path in left:
+                shutil.rmtree(path, ignore_errors=True)
+            time.sleep(0.3)
+        steps = [int(d) for d in os.listdir(self.latest.directory) if d.isdigit()] \
+            if os.path.isdir(self.latest.directory) else []
+        newest = max(steps) if steps else None
         cause = _one_line(error)
         raise CheckpointWriteError(
             f"could not write checkpoint step {step} in {self.workdir!r} ({cause}); earlier checkpoints "
@@ -227,6 +237,10 @@ class Checkpointer:
                                  "--workdir or the config that wrote it")
 
     def _newest_good(self, manager, state, what: str) -> Tuple[Any, Optional[int]]:
+        with _quiet_orbax_teardown():
+            return self._newest_good_inner(manager, state, what)
+
+    def _newest_good_inner(self, manager, state, what: str) -> Tuple[Any, Optional[int]]:
         steps = sorted(manager.all_steps(), reverse=True)
         if steps and jax.process_count() == 1:
             self._check_shapes(manager, steps[0], state)
@@ -291,6 +305,56 @@ class Checkpointer:
         self.best.close()
 
 
+def quiet_orbax_logs() -> None:
+    """For the command line: Orbax logs each failure of its writer threads with tracebacks
+    (and Python prints its asyncio teardown noise); the Checkpointer reports every failure
+    that matters in one line, so those are dropped."""
+    import logging
+    import sys
+
+    class DropOrbax(logging.Filter):
+        def filter(self, record):
+            return "orbax" not in record.pathname or record.levelno >= logging.CRITICAL
+
+    for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+        handler.addFilter(DropOrbax())
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited")
+    previous = sys.unraisablehook
+
+    def hook(info):
+        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
+            return
+        previous(info)
+    sys.unraisablehook = hook
+
+
+class _quiet_orbax_teardown:
+    """A failed Orbax read leaves callbacks for a closed asyncio loop, which Python prints
+    as 'Exception ignored ... Event loop is closed' tracebacks; we already reported the
+    failure in one line."""
+
+    def __enter__(self):
+        import sys
+
+        self._previous = sys.unraisablehook
+
+        def hook(info):
+            if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
+                return
+            self._previous(info)
+        sys.unraisablehook = hook
+
+    def __exit__(self, *exc):
+        import gc
+        import sys
+
+        gc.collect()  # let those callbacks be dropped while the hook is in place
+        sys.unraisablehook = self._previous
+        return False
+
+
 def _handlers() -> dict:
     return {"state": ocp.StandardCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
 
@@ -306,9 +370,15 @@ def _one_line(error: Exception) -> str:
 
 def _write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ValueError(f"could not write {path} ({e.strerror or e}); free disk space or pick another "
+                         "--workdir (the previous copy, if any, is unchanged)") from None
 
 
 def _plain(value):

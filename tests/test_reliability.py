@@ -6,6 +6,7 @@ faulty run's own output. docs/reliability.md describes each fault."""
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,3 +147,176 @@ def test_killed_and_preempted_run_finishes_equal_to_an_uninterrupted_one(tmp_pat
     assert final_ref.keys() == final.keys()
     for k in final_ref:
         np.testing.assert_array_equal(final[k], final_ref[k], err_msg=k)
+
+
+# --- bad checkpoints ----------------------------------------------------------------
+
+def _toy_state(value: float, shape=(4, 3)):
+    """A TrainState without a model: checkpoints of it are written/read by the real code."""
+    import jax.numpy as jnp
+    import optax
+
+    from inception_jax.training import TrainState
+    params = {"dense": {"kernel": jnp.full(shape, value), "bias": jnp.arange(shape[-1], dtype=jnp.float32)}}
+    stats = {"bn": {"mean": jnp.full((shape[-1],), value / 2)}}
+    return TrainState.create(apply_fn=None, params=params, batch_stats=stats,
+                             tx=optax.sgd(0.1, momentum=0.9))
+
+
+def _toy_config():
+    from inception_jax import config as config_lib
+    return config_lib.base_config()
+
+
+def _saved_run(workdir, steps=(1, 2, 3)):
+    from inception_jax import checkpoint as ckpt_lib
+    ckpt = ckpt_lib.Checkpointer(str(workdir), _toy_config(), keep=5)
+    for s in steps:
+        ckpt.save(s, _toy_state(float(s)).replace(step=s))
+    ckpt.wait()
+    ckpt.close()
+
+
+def _files(step_dir):
+    out = [os.path.join(r, f) for r, _, fs in os.walk(step_dir) for f in fs]
+    return sorted(out, key=os.path.getsize, reverse=True)
+
+
+def _garble(step_dir):  # flip bytes in the middle of every array data file
+    for path in _files(os.path.join(step_dir, "state")):
+        if "/d/" in path:
+            data = bytearray(open(path, "rb").read())
+            for i in range(len(data) // 2, min(len(data), len(data) // 2 + 16)):
+                data[i] ^= 0xFF
+            open(path, "wb").write(bytes(data))
+
+
+def _truncate(step_dir):
+    for path in _files(os.path.join(step_dir, "state")):
+        if "/d/" in path:
+            data = open(path, "rb").read()
+            open(path, "wb").write(data[:len(data) // 3])
+
+
+def _half_written(step_dir):  # the second half of its files never made it to disk
+    for p in _files(step_dir)[::2]:
+        os.remove(p)
+
+
+def _swapped_data(step_dir):
+    """Well-formed array files holding other bytes (a mixed-up copy, bit rot that keeps the
+    format): Orbax restores it without complaint; only the saved checksums catch it."""
+    parent = os.path.dirname(step_dir)
+    oldest = min((d for d in os.listdir(parent) if d.isdigit()), key=int)
+    src = os.path.join(parent, oldest, "state")
+    for name in ("ocdbt.process_0", "d", "manifest.ocdbt"):
+        dest = os.path.join(step_dir, "state", name)
+        if os.path.isdir(dest):
+            shutil.rmtree(dest)
+            shutil.copytree(os.path.join(src, name), dest)
+        elif os.path.exists(dest):
+            shutil.copy(os.path.join(src, name), dest)
+
+
+def _metadata_garbage(step_dir):
+    for p in _files(step_dir):
+        if p.endswith("_METADATA") or p.endswith("manifest.ocdbt"):
+            open(p, "wb").write(b"\x00garbage")
+
+
+@pytest.mark.parametrize("damage", [_garble, _truncate, _half_written, _metadata_garbage, _swapped_data],
+                         ids=["garbled", "truncated", "half-written", "metadata", "swapped-data"])
+def test_a_bad_newest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, damage):
+    from inception_jax import checkpoint as ckpt_lib
+    _saved_run(tmp_path)
+    damage(str(tmp_path / "checkpoints" / "3"))
+    lines = []
+    ckpt = ckpt_lib.Checkpointer(str(tmp_path), _toy_config(), log=lines.append)
+    state, step = ckpt.restore_latest(_toy_state(0.0))
+    assert step == 2
+    np.testing.assert_array_equal(np.asarray(state.params["dense"]["kernel"]), np.full((4, 3), 2.0))
+    np.testing.assert_array_equal(np.asarray(state.batch_stats["bn"]["mean"]), np.full((3,), 1.0))
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert re.match(r"latest checkpoint step 3 is unreadable \(.+\); moved it to .*corrupt.*; trying step 2",
+                    lines[0]), lines[0]
+    # moved aside, not deleted; the step can be written again
+    assert sorted(os.listdir(tmp_path / "corrupt"))[0].startswith("checkpoints-3-")
+    ckpt.save(3, _toy_state(9.0).replace(step=3))
+    ckpt.wait()
+    assert steps_in(tmp_path) == [1, 2, 3]
+
+
+def test_all_checkpoints_bad_starts_fresh_and_says_so(tmp_path):
+    from inception_jax import checkpoint as ckpt_lib
+    _saved_run(tmp_path, steps=(1, 2))
+    _garble(str(tmp_path / "checkpoints" / "2"))
+    _truncate(str(tmp_path / "checkpoints" / "1"))
+    lines = []
+    ckpt = ckpt_lib.Checkpointer(str(tmp_path), _toy_config(), log=lines.append)
+    state, step = ckpt.restore_latest(_toy_state(7.0))
+    assert step == 0 and float(state.params["dense"]["kernel"][0, 0]) == 7.0
+    assert "trying step 1" in lines[0] and "none left" in lines[1]
+    assert lines[2] == "No readable checkpoint left: starting from scratch"
+    assert len(os.listdir(tmp_path / "corrupt")) == 2
+
+
+def test_a_checkpoint_of_other_shapes_is_refused_not_moved(tmp_path):
+    from inception_jax import checkpoint as ckpt_lib
+    _saved_run(tmp_path, steps=(1,))
+    os.remove(tmp_path / "config.json")  # the config guard cannot help: the shapes must
+    ckpt = ckpt_lib.Checkpointer(str(tmp_path), _toy_config())
+    with pytest.raises(ValueError, match=r"checkpoint step 1 has \['params'\]\['dense'\]\['kernel'\] of "
+                                         r"shape \(4, 3\), this config builds \(5, 3\)"):
+        ckpt.restore_latest(_toy_state(0.0, shape=(5, 3)))
+    assert steps_in(tmp_path) == [1] and not (tmp_path / "corrupt").exists()
+
+
+def test_a_corrupt_checkpoint_through_train_py_is_one_line_and_the_run_resumes(tmp_path, xla_cache):
+    first = run(flags(tmp_path, xla_cache, 7, keep_checkpoints=3))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert steps_in(tmp_path) == [3, 6, 7]
+    _swapped_data(str(tmp_path / "checkpoints" / "7"))  # step 6's arrays under step 7's name
+    again = run(flags(tmp_path, xla_cache, 9, keep_checkpoints=3))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert re.search(r"^latest checkpoint step 7 is unreadable \(ValueError: checksum mismatch.*\); moved "
+                     r"it to .*; trying step 6$", again.stdout, re.M), again.stdout
+    assert "Resumed from step 6" in again.stdout and "Traceback" not in again.stderr
+    assert steps_in(tmp_path) == [6, 8, 9]
+
+
+# --- disk trouble -------------------------------------------------------------------
+
+def test_a_failing_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(tmp_path, xla_cache):
+    first = run(flags(tmp_path, xla_cache, 4))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert steps_in(tmp_path) == [3, 4]
+    saved = read_checkpoint(tmp_path / "checkpoints" / "4")
+    # every file this process writes is capped at 4 KB (RLIMIT_FSIZE: writes past it fail with
+    # EFBIG like a full disk): the config and metrics fit, the checkpoint at step 6 cannot
+    full = run(flags(tmp_path, xla_cache, 9), env={"RELIABILITY_FSIZE_LIMIT": "4096"})
+    assert full.returncode == 2, (full.stdout[-1500:], full.stderr[-1500:])
+    last = full.stderr.strip().splitlines()[-1]
+    assert re.match(r"error: could not write checkpoint step 6 in .* \(.*File too large.*\); earlier "
+                    r"checkpoints are intact \(newest: step 4\); free disk space", last), last
+    assert "Traceback" not in full.stderr
+    assert steps_in(tmp_path) == [3, 4]
+    # the failed save's files are gone (a late Orbax thread may leave empty directories,
+    # which the next start removes)
+    partial = [f for d in tmp_dirs(tmp_path) for _, _, fs in os.walk(tmp_path / "checkpoints" / d) for f in fs]
+    assert partial == []
+    after = read_checkpoint(tmp_path / "checkpoints" / "4")
+    for k in saved:
+        np.testing.assert_array_equal(after[k], saved[k])
+    resumed = run(flags(tmp_path, xla_cache, 9))
+    assert resumed.returncode == 0 and "Resumed from step 4" in resumed.stdout
+    assert not tmp_dirs(tmp_path)
+
+
+def test_an_unwritable_workdir_fails_before_training(tmp_path):
+    from inception_jax import training
+    sys.path.insert(0, ROOT)
+    from configs.smoke import get_config
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match=r"workdir '.*a_file/run' is not writable \(.*\); pick another "
+                                         r"--workdir"):
+        training.train_and_evaluate(get_config(), str(tmp_path / "a_file" / "run"))
