@@ -209,24 +209,42 @@ def cached_weights(name: str) -> str | None:
     return None
 
 
-def download_weights(name: str) -> str:
-    """Downloads the public weights of ``name`` into the usual cache; returns the path."""
-    cfg = pretrained_config(name)
-    if cfg.hf_hub_id:
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError:
-            pass
-        else:
-            return hf_hub_download(cfg.hf_hub_id, _HF_FILES[0])
-    from torch.hub import HASH_REGEX, download_url_to_file
-    target = os.path.join(torch_hub_dir(), "checkpoints", cfg.filename)
+def _download(url: str, target: str, hash_prefix: str | None = None, timeout: float = 30.0) -> None:
+    """Streams ``url`` to ``target`` (via a temporary file, renamed when complete),
+    checking the sha256 prefix when given, as torch.hub does."""
+    import hashlib
+    import shutil
+    import tempfile
+    import urllib.request
+
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    request = urllib.request.Request(url, headers={"User-Agent": "inception_jax"})
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".partial")
+    try:
+        sha = hashlib.sha256()
+        with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as f:
+            while chunk := response.read(1 << 20):
+                sha.update(chunk)
+                f.write(chunk)
+        if hash_prefix and not sha.hexdigest().startswith(hash_prefix):
+            raise ValueError(f"sha256 {sha.hexdigest()[:12]}... does not start with the "
+                             f"expected {hash_prefix}")
+        shutil.move(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def download_weights(name: str) -> str:
+    """Downloads the public weights of ``name`` to torch hub's ``checkpoints/<filename>``
+    (timm's from the Hugging Face hub URL); returns the path."""
+    cfg = pretrained_config(name)
+    target = os.path.join(torch_hub_dir(), "checkpoints", cfg.filename)
     prefix = None
-    if cfg.check_hash:
-        found = HASH_REGEX.search(cfg.filename)
+    if cfg.check_hash:  # torchvision files carry a sha256 prefix: name-<prefix>.pth
+        found = re.search(r"-([a-f0-9]+)\.", cfg.filename)
         prefix = found.group(1) if found else None
-    download_url_to_file(cfg.url, target, hash_prefix=prefix, progress=True)
+    _download(cfg.url, target, prefix)
     return target
 
 
