@@ -277,7 +277,7 @@ def _find_or_download(name: str, download: bool) -> str:
 
 def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | None
                       ) -> dict[str, np.ndarray]:
-    """Known layouts of the public files that differ from the reference model:
+    """Known layouts of public files that differ from the reference model:
     Cadene's inceptionresnetv2 names the classifier ``last_linear`` (timm: ``classif``);
     Cadene's inceptionv4/inceptionresnetv2 files have 1001 classes, background first,
     which Cadene's own loader drops for the 1000-class "imagenet" setting."""
@@ -293,10 +293,12 @@ def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | No
             "inception_v4", "inception_resnet_v2"):
         for leaf in ("weight", "bias"):
             sd[f"{info.classifier}.{leaf}"] = sd[f"{info.classifier}.{leaf}"][1:]
-    # BatchNorm vectors stored as (1, C) in some ported Caffe files
+    # yjxiong's Caffe-ported bn_inception-9f5701afb96c8044.pth (the alternative URL in
+    # Cadene's settings) keeps vectors as (1, C); TSN's loader squeezes dim 0 likewise
     for k, v in sd.items():
-        if (k.endswith(("running_mean", "running_var")) or re.search(r"(^|[._])bn\.(weight|bias)$", k)
-                or re.search(r"_bn\.(weight|bias)$", k)) and v.ndim == 2 and v.shape[0] == 1:
+        vector = k.endswith((".bias", ".running_mean", ".running_var")) or (
+            k.endswith(".weight") and re.search(r"(^|[._])bn\.weight$", k))
+        if vector and v.ndim == 2 and v.shape[0] == 1:
             sd[k] = v.reshape(-1)
     return sd
 

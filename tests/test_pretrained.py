@@ -342,6 +342,21 @@ def test_cadene_1001_class_file_drops_the_background_class(tmp_path):
                                   ref.last_linear.bias.detach().numpy()[1:])
 
 
+def test_caffe_style_vectors_of_shape_1xC_are_squeezed(tmp_path):
+    """yjxiong's bn_inception file stores BatchNorm vectors and biases as (1, C)."""
+    ref = R.build("bn_inception")
+    sd = {k: (v.unsqueeze(0) if v.ndim == 1 else v) for k, v in ref.state_dict().items()}
+    torch.save(sd, tmp_path / "bn_inception-9f5701afb96c8044.pth")
+    _, variables = P.load_pretrained("bn_inception", tmp_path / "bn_inception-9f5701afb96c8044.pth")
+    want = ref.state_dict()
+    p, s = variables["params"], variables["batch_stats"]
+    np.testing.assert_array_equal(p["inception_4a_1x1_bn"]["scale"],
+                                  want["inception_4a_1x1_bn.weight"].numpy())
+    np.testing.assert_array_equal(p["inception_4a_1x1"]["bias"], want["inception_4a_1x1.bias"].numpy())
+    np.testing.assert_array_equal(s["conv2_3x3_bn"]["var"], want["conv2_3x3_bn.running_var"].numpy())
+    np.testing.assert_array_equal(p["last_linear"]["kernel"], want["last_linear.weight"].numpy().T)
+
+
 def test_weights_of_another_model_are_named(googlenet_pth):
     with pytest.raises(ValueError, match="does not fit inception_v3") as e:
         P.load_pretrained("inception_v3", googlenet_pth)
