@@ -33,9 +33,15 @@ def main(argv):
     quiet_orbax_logs()
     import jax
 
-    if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",
-                                     "OMPI_COMM_WORLD_SIZE")) or os.environ.get("TPU_WORKER_HOSTNAMES"):
-        jax.distributed.initialize()  # launched by a cluster manager: one process per host
+    env = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env:
+        # launched by hand, one process per host: JAX_COORDINATOR_ADDRESS=host0:port,
+        # JAX_NUM_PROCESSES=N, JAX_PROCESS_ID=i
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
+                                   int(env.get("JAX_PROCESS_ID", "0")))
+    elif any(k in env for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",
+                                "OMPI_COMM_WORLD_SIZE")) or env.get("TPU_WORKER_HOSTNAMES"):
+        jax.distributed.initialize()  # launched by a cluster manager: it tells JAX the rest
     config = FLAGS.config
     if config.compilation_cache_dir:
         cache = os.path.expanduser(config.compilation_cache_dir)

@@ -45,11 +45,17 @@ def resumed_step(stdout: str) -> int:
 
 
 def read_checkpoint(path):
-    """The arrays of one saved step, read with Orbax alone (no model code)."""
+    """The arrays of one saved step, read with Orbax alone (no model code), onto one device
+    whatever devices wrote them."""
+    import jax
     import orbax.checkpoint as ocp
 
-    tree = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
-    import jax
+    ckptr = ocp.StandardCheckpointer()
+    meta = ckptr.metadata(os.path.join(path, "state"))
+    meta = getattr(meta, "item_metadata", meta)
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta)
+    tree = ckptr.restore(os.path.join(path, "state"), target)
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -320,3 +326,38 @@ def test_an_unwritable_workdir_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"workdir '.*a_file/run' is not writable \(.*\); pick another "
                                          r"--workdir"):
         training.train_and_evaluate(get_config(), str(tmp_path / "a_file" / "run"))
+
+
+# --- several processes --------------------------------------------------------------
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_path, xla_cache):
+    port = _free_port()
+    procs = [subprocess.Popen(flags(tmp_path / "two", xla_cache, 6), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                       JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-1500:] + outs[1][-1500:]
+    one = run(flags(tmp_path / "one", xla_cache, 6))
+    assert one.returncode == 0, one.stderr[-1500:]
+    # each process fed half of every global batch of 32 (its own shard of the batch)
+    losses = lambda text: re.findall(r"step \d+/6 loss (\d+\.\d+)", text)  # noqa: E731
+    assert len(losses(outs[0])) == 6 and losses(outs[0]) == losses(one.stdout)
+    assert losses(outs[1]) == []  # only process 0 reports
+    a = read_checkpoint(tmp_path / "two" / "checkpoints" / "6")
+    b = read_checkpoint(tmp_path / "one" / "checkpoints" / "6")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    # the checkpoint the two processes wrote resumes in one
+    more = run(flags(tmp_path / "two", xla_cache, 8))
+    assert more.returncode == 0, more.stderr[-1500:]
+    assert "Resumed from step 6" in more.stdout and steps_in(tmp_path / "two")[-1] == 8
