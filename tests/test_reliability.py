@@ -3,6 +3,7 @@
 checks are against an uninterrupted run of the same config, never against the
 faulty run's own output. docs/reliability.md describes each fault."""
 
+import json
 import os
 import random
 import re
@@ -361,3 +362,74 @@ def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_pa
     more = run(flags(tmp_path / "two", xla_cache, 8))
     assert more.returncode == 0, more.stderr[-1500:]
     assert "Resumed from step 6" in more.stdout and steps_in(tmp_path / "two")[-1] == 8
+
+
+# --- bad data -----------------------------------------------------------------------
+
+SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
+BAD = (5, 17, 40)
+
+
+@pytest.fixture(scope="module")
+def bad_cifar(tmp_path_factory):
+    """The first 64 records of the real CIFAR-10 copy, written as a new tfds dataset in which
+    records 5, 17 and 40 hold a JPEG whose header is destroyed (the record stays well-formed)."""
+    src_dir = os.path.join(SHARED_TFDS, "cifar10", "3.0.2")
+    if not os.path.isdir(src_dir):
+        pytest.skip("../shared/data/tfds/cifar10 not present")
+    from array_record.python import array_record_module as ar
+
+    root = tmp_path_factory.mktemp("tfds")
+    dest = root / "cifar10" / "3.0.2"
+    dest.mkdir(parents=True)
+    reader = ar.ArrayRecordReader(os.path.join(src_dir, "cifar10-train.array_record-00000-of-00001"))
+    records = reader.read(list(range(64)))
+    reader.close()
+    writer = ar.ArrayRecordWriter(str(dest / "cifar10-train.array_record-00000-of-00001"), "group_size:1")
+    for i, rec in enumerate(records):
+        if i in BAD:
+            at = rec.index(b"\xff\xd8\xff")
+            rec = rec[:at] + b"\x00" * 64 + rec[at + 64:]
+        writer.write(rec)
+    writer.close()
+    for name in ("features.json", "label.labels.txt"):
+        shutil.copy(os.path.join(src_dir, name), dest / name)
+    with open(os.path.join(src_dir, "dataset_info.json")) as f:
+        info = json.load(f)
+    info["splits"] = [dict(info["splits"][0], shardLengths=["64"],
+                           numBytes=str(sum(len(r) for r in records)))]
+    (dest / "dataset_info.json").write_text(json.dumps(info))
+    return str(root)
+
+
+def _originals():
+    import tensorflow_datasets as tfds
+    src = tfds.data_source("cifar10", split="train[:64]", data_dir=SHARED_TFDS)
+    return [(np.asarray(src[i]["image"]), int(src[i]["label"])) for i in range(64)]
+
+
+def test_bad_records_stop_the_run_with_one_line_by_default(bad_cifar):
+    from inception_jax.data import source
+    with pytest.raises(ValueError, match=r"^record 5 could not be decoded \(.+\); set "
+                                         r"--config.bad_records=skip"):
+        source.load_in_memory("cifar10", "train", bad_cifar, bad_records="error", threads=1, chunk=8)
+
+
+def test_skipped_bad_records_are_counted_and_labels_stay_with_their_images(bad_cifar):
+    from inception_jax.data import source, streaming
+    good = [i for i in range(64) if i not in BAD]
+    orig = _originals()
+    ds = source.load_in_memory("cifar10", "train", bad_cifar, bad_records="skip", threads=3, chunk=8)
+    assert ds.skipped == 3 and len(ds) == 61
+    np.testing.assert_array_equal(ds.labels, [orig[i][1] for i in good])
+    np.testing.assert_array_equal(ds.images, np.stack([orig[i][0] for i in good]))
+    # the streaming pipeline masks them out instead (the batch keeps its shape)
+    loader = streaming.StreamingLoader("cifar10", "train", bad_cifar, 32, 64, train=False, workers=0,
+                                       bad_records="skip")
+    images, labels, valid = next(loader.batches())
+    assert np.flatnonzero(~valid).tolist() == list(BAD)
+    np.testing.assert_array_equal(labels[valid], [orig[i][1] for i in good])
+    np.testing.assert_array_equal(images[valid][0], streaming.eval_transform(orig[0][0], 32))
+    with pytest.raises(ValueError, match=r"^record 5 could not be decoded"):
+        next(streaming.StreamingLoader("cifar10", "train", bad_cifar, 32, 64, train=False,
+                                       workers=0).batches())

@@ -84,3 +84,24 @@ def test_streaming_training_run_with_worker_processes(tmp_path):
     out = training.train_and_evaluate(c, str(tmp_path))
     assert out["step"] == 4 and 0.0 <= out["eval_accuracy"] <= 1.0
     assert os.path.exists(tmp_path / "checkpoints" / "4")
+
+
+@needs_cifar
+def test_a_killed_decoding_worker_is_replaced_and_the_batches_do_not_change():
+    import signal
+    kw = dict(dataset="cifar10", split="train[:96]", data_dir=SHARED_TFDS, image_size=32, batch_size=16,
+              train=True, seed=1)
+    expected = streaming.StreamingLoader(workers=0, **kw).batches(start_step=2)
+    loader = streaming.StreamingLoader(workers=1, prefetch=2, **kw)
+    got = loader.batches(start_step=2)
+    try:
+        first = next(got)
+        for proc in loader._pool._processes.values():
+            os.kill(proc.pid, signal.SIGKILL)
+        batches = [first] + [next(got) for _ in range(3)]
+    finally:
+        loader.close()
+    assert loader.restarts == 1
+    for a, b in zip(batches, [next(expected) for _ in range(4)]):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)

@@ -20,6 +20,8 @@ augmentations) the interrupted one would have.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import math
 import multiprocessing
 from typing import Iterator, Optional, Tuple
@@ -37,6 +39,10 @@ def _open_source(dataset: str, split: str, data_dir: Optional[str]):
 
 def _init_worker(dataset, split, data_dir):
     global _WORKER_SOURCE
+    import signal
+
+    # Ctrl-C reaches the whole process group: the main process decides when to stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_SOURCE = _open_source(dataset, split, data_dir)
 
 
@@ -93,12 +99,13 @@ def eval_transform(image: np.ndarray, size: int, crop_fraction: float = 0.875) -
     return np.asarray(pil.crop((left, top, left + size, top + size)), np.uint8)
 
 
-def _load_batch(args):
+def _load_batch(args, source=None):
     indices, size, train, seed, epoch, bad_records = args
+    source = source if source is not None else _WORKER_SOURCE
     images, labels, valid = [], [], []
     for idx in indices:
         try:
-            record = _WORKER_SOURCE[int(idx)]
+            record = source[int(idx)]
             image = np.asarray(record["image"], np.uint8)
             if image.ndim == 2:
                 image = np.repeat(image[..., None], 3, axis=-1)
@@ -128,6 +135,7 @@ class StreamingLoader:
                  process_index: int = 0, process_count: int = 1, prefetch: int = 4,
                  bad_records: str = "error"):
         source = _open_source(dataset, split, data_dir)  # fails early with a clear line
+        self._source = source  # workers=0 reads through it
         self.num_examples = len(source)
         self.num_classes = int(source.dataset_info.features["label"].num_classes)
         self.shard = np.arange(process_index, self.num_examples, process_count, dtype=np.int64)
@@ -137,6 +145,8 @@ class StreamingLoader:
         self.bad_records = bad_records
         self.process_count = process_count
         self._pool = None
+        self.restarts = 0
+        self._generation = 0
 
     @property
     def steps_per_epoch(self) -> int:
@@ -150,13 +160,13 @@ class StreamingLoader:
 
     def _pool_or_none(self):
         if self.workers <= 0:
-            if _WORKER_SOURCE is None:
-                _init_worker(self.dataset, self.split, self.data_dir)
             return None
         if self._pool is None:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(self.workers, initializer=_init_worker,
-                                  initargs=(self.dataset, self.split, self.data_dir))
+            # an executor (not multiprocessing.Pool): a worker that dies (OOM killer, a signal)
+            # fails its batches with BrokenProcessPool instead of leaving them waiting forever
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                initargs=(self.dataset, self.split, self.data_dir))
         return self._pool
 
     def _tasks(self, start_step: int) -> Iterator[tuple]:
@@ -176,7 +186,6 @@ class StreamingLoader:
                 yield (idx, self.image_size, False, self.seed, 0, self.bad_records), pad
 
     def batches(self, start_step: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        pool = self._pool_or_none()
         pending: collections.deque = collections.deque()
         tasks = self._tasks(start_step)
         exhausted = False
@@ -187,19 +196,42 @@ class StreamingLoader:
                 except StopIteration:
                     exhausted = True
                     break
-                result = pool.apply_async(_load_batch, (args,)) if pool else _load_batch(args)
-                pending.append((result, pad))
+                pending.append((args, self._submit(args), pad, self._generation))
             if not pending:
                 return
-            result, pad = pending.popleft()
-            images, labels, valid = result.get() if pool else result
+            args, result, pad, generation = pending.popleft()
+            images, labels, valid = self._result(args, result, generation)
             if pad:
                 images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.uint8)])
                 labels = np.concatenate([labels, np.zeros((pad,), np.int32)])
                 valid = np.concatenate([valid, np.zeros((pad,), bool)])
             yield images, labels, valid
 
+    def _submit(self, args):
+        pool = self._pool_or_none()
+        return pool.submit(_load_batch, args) if pool else _load_batch(args, self._source)
+
+    def _result(self, args, result, generation: int):
+        if not isinstance(result, concurrent.futures.Future):
+            return result
+        try:
+            return result.result()
+        except (BrokenProcessPool, concurrent.futures.CancelledError):
+            # a worker died: start new ones and decode the lost batches again (same args,
+            # same augmentation: the randomness is a function of the indices, seed and epoch)
+            if generation == self._generation:  # the first batch of the broken pool to notice
+                self.close()
+                self._generation += 1
+                self.restarts += 1
+                if self.restarts > 3:
+                    raise RuntimeError("data loading workers keep dying (3 restarts); lower "
+                                       "--config.pipeline_workers or check memory") from None
+            return self._result(args, self._submit(args), self._generation)
+
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.kill()  # do not wait for batches nobody will read
             self._pool = None
