@@ -8,6 +8,8 @@ is read or anything is compiled, and raises one line naming the bad value.
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -28,7 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_split = "test"
     c.cache_dir = "~/.cache/inception_jax"   # decoded in-memory datasets
     c.bad_records = "error"              # or "skip": count and skip undecodable records
-    c.image_size = 32
+    c.image_size = 32                    # in-memory: the stored images' size; streaming: the crop
+    c.resize_to = 0                      # in-memory only: resize on the device to this model input
+                                         # size (fine-tuning ImageNet weights on CIFAR); 0: off
+    c.init_from = ""                     # weights to start from when the workdir has no checkpoint:
+                                         # a .pth/.safetensors state_dict or a save_pretrained dir
     c.pipeline = "auto"                  # auto | in_memory | streaming (auto: streaming unless
                                          # the dataset is one of IN_MEMORY)
     c.pipeline_workers = 8               # streaming: decoding worker processes (0: in-process)
@@ -72,6 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def input_size(config: ml_collections.ConfigDict) -> int:
+    """The model's input size: ``resize_to`` when set, else ``image_size``."""
+    return config.resize_to or config.image_size
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError (one line) for a config that cannot run."""
     from inception_jax import models
@@ -106,5 +117,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     info = models.get_info(config.model)
     aux = config.model_kwargs.get("aux_logits", info.aux_default)
     min_size = (info.min_aux_input_size or info.min_input_size) if aux else info.min_input_size
-    if config.image_size < min_size:
-        bad("image_size", f">= {min_size} for {config.model}" + (" with aux heads" if aux else ""))
+    if not isinstance(config.resize_to, int) or config.resize_to < 0:
+        bad("resize_to", "0 (off) or a positive integer")
+    streaming = config.pipeline == "streaming" or (config.pipeline == "auto" and config.dataset not in IN_MEMORY)
+    if config.resize_to and streaming:
+        bad("resize_to", "0 with a streaming dataset (set image_size, the crop size, instead)")
+    key = "resize_to" if config.resize_to else "image_size"
+    if config[key] < min_size:
+        bad(key, f">= {min_size} for {config.model}" + (" with aux heads" if aux else ""))
+    if config.init_from and not os.path.exists(os.path.expanduser(config.init_from)):
+        bad("init_from", "an existing .pth/.safetensors file or a save_pretrained directory")

@@ -231,7 +231,8 @@ class MetricsLogger:
                   f"Test Acc: {100 * eval_acc:.2f}%{suffix}")
         rec = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
                "train_accuracy": train_acc, "eval_accuracy": eval_acc, "eval_loss": eval_loss,
-               "learning_rate": lr, "partial": partial, "wall_s": time.time() - self.t_start}
+               "learning_rate": lr, "partial": partial, "wall_s": time.time() - self.t_start,
+               "time": time.time()}
         self._write(rec)
         self.history.append(rec)
         self._files(lambda: self.events.scalars(

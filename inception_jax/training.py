@@ -127,13 +127,17 @@ class StepConfig:
     random_flip: bool = False
     mean: Tuple[float, ...] = (0.0, 0.0, 0.0)
     std: Tuple[float, ...] = (1.0, 1.0, 1.0)
+    resize_to: int = 0  # bilinear resize on the device after augmentation (0: off)
 
 
 def prepare_images(images_uint8, indices, key, cfg: StepConfig, dtype, train: bool):
     if train and (cfg.crop_padding > 0 or cfg.random_flip):
         keys = augment.example_keys(key, indices)
         images_uint8 = augment.random_crop_flip(images_uint8, keys, cfg.crop_padding, cfg.random_flip)
-    return augment.normalize(images_uint8, cfg.mean, cfg.std, dtype)
+    x = augment.normalize(images_uint8, cfg.mean, cfg.std, jnp.float32 if cfg.resize_to else dtype)
+    if cfg.resize_to and x.shape[1:3] != (cfg.resize_to, cfg.resize_to):
+        x = jax.image.resize(x, (x.shape[0], cfg.resize_to, cfg.resize_to, x.shape[3]), "bilinear")
+    return x.astype(dtype)
 
 
 def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array,
@@ -306,6 +310,40 @@ def create_train_state(model, rng, image_size: int, tx) -> TrainState:
 # ----------------------------------------------------------------------------
 
 
+def init_from_pretrained(state: TrainState, config) -> Tuple[TrainState, str]:
+    """``state`` with the weights of ``config.init_from`` (a torch state_dict or a
+    ``save_pretrained`` directory) wherever name and shape agree. Classifier / aux
+    heads whose shape differs (another class count) or that the file lacks keep
+    their fresh initialisation; any other difference is an error (another model)."""
+    from inception_jax import pretrained
+
+    path = os.path.expanduser(config.init_from)
+    _, loaded = pretrained.load_pretrained(config.model, path, download=False)
+    info = models.get_info(config.model)
+    heads = {info.classifier, *info.aux_prefixes}
+    fresh, merged = [], {}
+    for col, ours in (("params", state.params), ("batch_stats", state.batch_stats)):
+        theirs = flax.traverse_util.flatten_dict(flax.core.unfreeze(loaded.get(col, {})))
+        out = {}
+        for key, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(ours)).items():
+            src = theirs.get(key)
+            if src is not None and tuple(np.shape(src)) == tuple(value.shape):
+                out[key] = jnp.asarray(src, value.dtype)
+            elif key[0] in heads:
+                out[key] = value
+                fresh.append(key[0])
+            else:
+                got = "missing" if src is None else f"of shape {tuple(np.shape(src))}"
+                raise ValueError(f"config.init_from={config.init_from!r}: {'/'.join(key)} is {got}, "
+                                 f"{config.model} needs {tuple(value.shape)}; use weights of "
+                                 f"{config.model} or another --config.model")
+        merged[col] = flax.traverse_util.unflatten_dict(out)
+    n = sum(len(flax.traverse_util.flatten_dict(flax.core.unfreeze(t))) for t in merged.values())
+    heads_note = f"; new heads: {', '.join(sorted(set(fresh)))}" if fresh else ""
+    note = f"Initialised from {config.init_from}: {n - len(fresh)} of {n} arrays loaded{heads_note}"
+    return state.replace(params=merged["params"], batch_stats=merged["batch_stats"]), note
+
+
 def build_model(config, num_classes: int):
     kwargs = dict(config.model_kwargs)
     dtype = jnp.bfloat16 if config.half_precision else jnp.float32
@@ -342,7 +380,8 @@ def step_config(config, streaming: bool = False) -> StepConfig:
                       label_smoothing=float(config.label_smoothing),
                       crop_padding=0 if streaming else int(config.crop_padding),
                       random_flip=False if streaming else bool(config.random_flip),
-                      mean=tuple(float(v) for v in config.mean), std=tuple(float(v) for v in config.std))
+                      mean=tuple(float(v) for v in config.mean), std=tuple(float(v) for v in config.std),
+                      resize_to=0 if streaming else int(config.get("resize_to", 0)))
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -543,8 +582,11 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
     init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    state = create_train_state(model, init_rng, config.image_size, tx)
+    state = create_train_state(model, init_rng, config_lib.input_size(config), tx)
     state, start_step = ckpt.restore_latest(state)
+    if start_step == 0 and config.init_from:
+        state, note = init_from_pretrained(state, config)
+        say(note)
     streaming = isinstance(data, StreamingData)
     runner = Runner(model, step_config(config, streaming), config.parallel, streaming=streaming)
     state = runner.put_replicated(state)
@@ -636,7 +678,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str
     data = open_data(config)
     model = build_model(config, data.num_classes)
     tx = make_optimizer(config, optax.constant_schedule(config.learning_rate))
-    state = create_train_state(model, jax.random.PRNGKey(0), config.image_size, tx)
+    state = create_train_state(model, jax.random.PRNGKey(0), config_lib.input_size(config), tx)
     state, step = ckpt.restore(state, which)
     streaming = isinstance(data, StreamingData)
     runner = Runner(model, step_config(config, streaming), config.parallel, streaming=streaming)

@@ -1,0 +1,92 @@
+"""Fine-tuning from PyTorch weights (configs/finetune_cifar10.py): the loaded
+weights equal the torch file's, the heads are replaced for 10 classes, CIFAR images
+are resized on the device, and the loss goes down."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from inception_jax import config as config_lib
+from inception_jax import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
+
+
+@pytest.fixture(scope="module")
+def torch_googlenet(tmp_path_factory):
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so loading them is visible
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.8, 1.2)
+    path = tmp_path_factory.mktemp("weights") / "googlenet.pth"
+    torch.save(net.state_dict(), path)
+    return path, {k: v.numpy() for k, v in net.state_dict().items()}
+
+
+def finetune_config(weights, **overrides):
+    sys.path.insert(0, ROOT)
+    from configs.finetune_cifar10 import get_config
+    c = get_config()
+    c.init_from = str(weights)
+    c.half_precision = False  # bfloat16 is slow on CPUs
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def test_init_from_loads_every_array_but_the_new_heads(torch_googlenet):
+    import jax
+    path, sd = torch_googlenet
+    c = finetune_config(path, resize_to=32)
+    config_lib.validate(c)
+    model = training.build_model(c, 10)
+    tx = training.make_optimizer(c, lambda step: 0.01)
+    fresh = training.create_train_state(model, jax.random.PRNGKey(0), 32, tx)
+    state, note = training.init_from_pretrained(fresh, c)
+    assert note.endswith("new heads: aux1, aux2, fc")
+    p, s = state.params, state.batch_stats
+    np.testing.assert_array_equal(p["conv1"]["conv"]["kernel"], sd["conv1.conv.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(p["inception5b"]["branch4_1"]["conv"]["kernel"],
+                                  sd["inception5b.branch4.1.conv.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(s["inception4e"]["branch2_0"]["bn"]["mean"],
+                                  sd["inception4e.branch2.0.bn.running_mean"])
+    np.testing.assert_array_equal(p["aux1"]["fc1"]["kernel"], sd["aux1.fc1.weight"].T)
+    # the 1000-class classifiers are not loaded: fresh 10-class ones
+    assert p["fc"]["kernel"].shape == (1024, 10) and p["aux2"]["fc2"]["kernel"].shape == (1024, 10)
+    np.testing.assert_array_equal(p["fc"]["kernel"], fresh.params["fc"]["kernel"])
+
+
+def test_init_from_weights_of_another_model_is_one_line(torch_googlenet):
+    path, _ = torch_googlenet
+    c = finetune_config(path, model="inception_v3", resize_to=75)
+    c.model_kwargs.aux_logits = False
+    # the file is checked against the model before any state is touched
+    with pytest.raises(ValueError, match=r"^weights file .* does not fit inception_v3"):
+        training.init_from_pretrained(None, c)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")),
+                    reason="../shared/data/tfds/cifar10 not present")
+def test_finetuning_on_resized_cifar_lowers_the_loss(torch_googlenet, tmp_path, capsys):
+    path, _ = torch_googlenet
+    c = finetune_config(path, data_dir=SHARED_TFDS, train_split="train[:256]",
+                        eval_split="train[45000:45064]", resize_to=48, batch_size=32, eval_batch_size=64,
+                        num_epochs=3, warmup_epochs=0.0, log_every_steps=8, compilation_cache_dir="",
+                        cache_dir=str(tmp_path / "cache"))
+    out = training.train_and_evaluate(c, str(tmp_path / "run"))
+    printed = capsys.readouterr().out
+    assert "Initialised from" in printed and "new heads: aux1, aux2, fc" in printed
+    epochs = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    losses = [r["train_loss"] for r in epochs if r["kind"] == "epoch"]
+    assert len(losses) == 3 and losses[2] < losses[0], losses
+    assert out["step"] == 24
