@@ -66,25 +66,76 @@ def max_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = Non
              padding: IntPair = 0, ceil_mode: bool = False) -> jax.Array:
     """``torch.nn.MaxPool2d`` on NHWC input (padding never wins the max).
 
-    Computed as a separable max over strided slices (rows, then columns) rather
-    than ``lax.reduce_window``: the values are identical, and the gradient is a
-    chain of cheap selects instead of XLA's select-and-scatter, which is several
-    times slower on CPU and GPU. (Among exactly tied maxima the gradient is
-    shared rather than given to the first one; after a ReLU such ties are zeros,
-    whose gradient is zero anyway.)
+    Values: a separable max over strided slices (rows, then columns). Gradient: a
+    custom rule that, for each of the ``k*k`` window offsets, compares the strided
+    input slice with the output and adds the incoming gradient where it matches
+    and no earlier offset matched. That is PyTorch's rule exactly (a tie goes to
+    the first maximum in row-major window order) and, being elementwise work that
+    XLA fuses, several times faster on CPU and GPU than the select-and-scatter of
+    ``lax.reduce_window``'s gradient or the autodiff of the separable max.
     """
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(stride if stride is not None else kernel_size)
     ph, pw = _pair(padding)
-    pad_h = _pool_pads(x.shape[1], kh, sh, ph, ceil_mode)
-    pad_w = _pool_pads(x.shape[2], kw, sw, pw, ceil_mode)
-    if any(pad_h) or any(pad_w):
-        x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)), constant_values=-np.inf)
-    out_h = (x.shape[1] - kh) // sh + 1
-    out_w = (x.shape[2] - kw) // sw + 1
-    rows = functools.reduce(jnp.maximum, [x[:, i:i + sh * (out_h - 1) + 1:sh] for i in range(kh)])
+    pads = (_pool_pads(x.shape[1], kh, sh, ph, ceil_mode), _pool_pads(x.shape[2], kw, sw, pw, ceil_mode))
+    return _max_pool(x, (kh, kw), (sh, sw), pads)
+
+
+def _pad_neg_inf(x: jax.Array, pads) -> jax.Array:
+    if any(pads[0]) or any(pads[1]):
+        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-np.inf)
+    return x
+
+
+def _pool_taps(xp: jax.Array, kernel, strides):
+    """``(i, j, slice)`` for every window offset: the input values that offset sees,
+    in output shape."""
+    (kh, kw), (sh, sw) = kernel, strides
+    out_h = (xp.shape[1] - kh) // sh + 1
+    out_w = (xp.shape[2] - kw) // sw + 1
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, xp[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x: jax.Array, kernel, strides, pads) -> jax.Array:
+    (kh, kw), (sh, sw) = kernel, strides
+    xp = _pad_neg_inf(x, pads)
+    out_h = (xp.shape[1] - kh) // sh + 1
+    out_w = (xp.shape[2] - kw) // sw + 1
+    rows = functools.reduce(jnp.maximum, [xp[:, i:i + sh * (out_h - 1) + 1:sh] for i in range(kh)])
     return functools.reduce(jnp.maximum,
                             [rows[:, :, j:j + sw * (out_w - 1) + 1:sw] for j in range(kw)])
+
+
+def _max_pool_fwd(x, kernel, strides, pads):
+    y = _max_pool(x, kernel, strides, pads)
+    return y, (x, y)
+
+
+def _max_pool_bwd(kernel, strides, pads, residuals, g):
+    x, y = residuals
+    (sh, sw) = strides
+    xp = _pad_neg_inf(x, pads)
+    hp, wp = xp.shape[1], xp.shape[2]
+    oh, ow = y.shape[1], y.shape[2]
+    taken = jnp.zeros(y.shape, bool)
+    zero = jnp.zeros((), g.dtype)
+    dxp = None
+    for i, j, seen in _pool_taps(xp, kernel, strides):
+        winner = (seen == y) & ~taken      # the first maximum of each window gets it
+        taken = taken | winner
+        # put this offset's share back at the input positions it came from
+        part = lax.pad(jnp.where(winner, g, zero), zero,
+                       ((0, 0, 0), (i, hp - i - (sh * (oh - 1) + 1), sh - 1),
+                        (j, wp - j - (sw * (ow - 1) + 1), sw - 1), (0, 0, 0)))
+        dxp = part if dxp is None else dxp + part
+    (pt, _), (pl, _) = pads
+    return (dxp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def avg_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = None,
@@ -178,31 +229,156 @@ class BatchNorm(nn.Module):
         running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if train:
-            axes = tuple(range(x.ndim - 1))
-            xf = x.astype(jnp.float32)
-            count = math.prod(x.shape[:-1])
-            mean = jnp.mean(xf, axis=axes)
-            if self.axis_name is not None:
-                mean = lax.pmean(mean, self.axis_name)
-            var = jnp.mean(jnp.square(xf - mean), axis=axes)
-            if self.axis_name is not None:
-                var = lax.pmean(var, self.axis_name)
-                count = count * lax.axis_size(self.axis_name)
+            y, mean, var = _batch_norm_train(x, scale, bias, float(self.epsilon), self.axis_name,
+                                             jnp.dtype(self.dtype))
             if not self.is_initializing():
+                count = math.prod(x.shape[:-1])
+                if self.axis_name is not None:
+                    count = count * lax.axis_size(self.axis_name)
                 m = self.momentum
                 unbiased = var * (count / max(count - 1, 1))
                 running_mean.value = (1 - m) * running_mean.value + m * mean
                 running_var.value = (1 - m) * running_var.value + m * unbiased
-        else:
-            mean, var = running_mean.value, running_var.value
+            return y
+        mean, var = running_mean.value, running_var.value
         mul = scale * lax.rsqrt(var + self.epsilon)
         y = x.astype(jnp.float32) * mul + (bias - mean * mul)
         return y.astype(self.dtype)
 
 
+def _bn_forward(x, scale, bias, epsilon, axis_name, dtype):
+    axes = tuple(range(x.ndim - 1))
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=axes)
+    if axis_name is not None:
+        mean = lax.pmean(mean, axis_name)
+    var = jnp.mean(jnp.square(xf - mean), axis=axes)
+    if axis_name is not None:
+        var = lax.pmean(var, axis_name)
+    rstd = lax.rsqrt(var + epsilon)
+    mul = scale * rstd
+    y = (xf * mul + (bias - mean * mul)).astype(dtype)
+    return (y, mean, var), (x, mean, rstd, scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _batch_norm_train(x, scale, bias, epsilon, axis_name, dtype):
+    """Train-mode BatchNorm: (normalised output, batch mean, biased batch variance).
+    Its gradient is the closed form (two channel reductions) instead of autodiff's
+    longer chain through mean and variance; the statistics outputs only feed the
+    running averages, so their cotangents are ignored."""
+    return _bn_forward(x, scale, bias, epsilon, axis_name, dtype)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon, axis_name, dtype):
+    return _bn_forward(x, scale, bias, epsilon, axis_name, dtype)
+
+
+def _batch_norm_train_bwd(epsilon, axis_name, dtype, residuals, cotangents):
+    x, mean, rstd, scale = residuals
+    g = cotangents[0].astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    xhat = (x.astype(jnp.float32) - mean) * rstd
+    sum_g = jnp.sum(g, axis=axes)
+    sum_gx = jnp.sum(g * xhat, axis=axes)
+    count = math.prod(x.shape[:-1])
+    if axis_name is not None:  # the statistics were global: so is their gradient
+        total_g, total_gx = lax.psum((sum_g, sum_gx), axis_name)
+        count = count * lax.axis_size(axis_name)
+    else:
+        total_g, total_gx = sum_g, sum_gx
+    dx = (scale * rstd) * (g - (total_g + xhat * total_gx) / count)
+    return dx.astype(x.dtype), sum_gx, sum_g
+
+
+_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
 def _torch_padding(padding: IntPair) -> Sequence[Tuple[int, int]]:
     ph, pw = _pair(padding)
     return ((ph, ph), (pw, pw))
+
+
+# ----------------------------------------------------------------------------
+# Convolution with a GEMM filter gradient on CPU
+# ----------------------------------------------------------------------------
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, w, strides, padding):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
+
+
+def _filter_grad_gemm(x, g, kernel_shape, strides, padding):
+    """d(loss)/d(kernel) as one matrix product per kernel tap: for tap (i, j), the
+    input positions it saw (a strided slice of the padded input) transposed times
+    the output gradient. XLA:CPU's convolution filter gradient is 2-8x slower than
+    these GEMMs; on GPUs cuDNN's is used instead."""
+    kh, kw, cin, cout = kernel_shape
+    sh, sw = strides
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    oh, ow = g.shape[1], g.shape[2]
+    g2 = g.reshape(-1, cout)
+    taps = [jnp.dot(xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :].reshape(-1, cin).T,
+                    g2, preferred_element_type=jnp.float32)
+            for i in range(kh) for j in range(kw)]
+    return jnp.stack(taps).reshape(kh, kw, cin, cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_gemm_wgrad(x, w, strides, padding):
+    return _conv(x, w, strides, padding)
+
+
+def _conv_gemm_wgrad_fwd(x, w, strides, padding):
+    return _conv(x, w, strides, padding), (x, w)
+
+
+def _conv_gemm_wgrad_bwd(strides, padding, residuals, g):
+    x, w = residuals
+    dx = jax.vjp(lambda v: _conv(v, w, strides, padding), x)[1](g)[0]
+
+    def gemm(x, g):
+        return _filter_grad_gemm(x, g, w.shape, strides, padding).astype(w.dtype)
+
+    def library(x, g):  # the platform's own (cuDNN on GPU)
+        return jax.vjp(lambda k: _conv(x, k, strides, padding), w)[1](g)[0]
+
+    dw = lax.platform_dependent(x, g, cpu=gemm, default=library)
+    return dx, dw
+
+
+_conv_gemm_wgrad.defvjp(_conv_gemm_wgrad_fwd, _conv_gemm_wgrad_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated`` for ``nn.Conv``: plain NHWC convolutions get the
+    GEMM filter gradient above on CPU; anything else is passed through unchanged."""
+    plain = (feature_group_count == 1 and batch_group_count == 1 and not isinstance(padding, str)
+             and all(d in (None, 1) for d in (lhs_dilation or (1,))) and
+             all(d in (None, 1) for d in (rhs_dilation or (1,))) and
+             lhs.ndim == 4 and precision is None and preferred_element_type is None)
+    if plain and dimension_numbers is not None:
+        nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+        plain = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+    if not plain:
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, batch_group_count,
+                                        precision, preferred_element_type)
+    pads = tuple(tuple(int(v) for v in pad) for pad in padding)
+    strides = tuple(int(v) for v in window_strides)
+    if rhs.shape[:2] == (1, 1) and strides == (1, 1) and not any(map(any, pads)):
+        # a 1x1 convolution is a matrix product over channels: as a dot (and its
+        # autodiff, two more dots) it runs ~2x faster than XLA:CPU's convolution
+        def as_dot(x, w):
+            y = jnp.dot(x.reshape(-1, x.shape[-1]), w.reshape(w.shape[2], w.shape[3]))
+            return y.reshape(*x.shape[:3], w.shape[3])
+
+        return lax.platform_dependent(lhs, rhs, cpu=as_dot, default=lambda x, w: _conv(x, w, strides, pads))
+    return _conv_gemm_wgrad(lhs, rhs, strides, pads)
 
 
 class BasicConv(nn.Module):
@@ -227,7 +403,8 @@ class BasicConv(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
                     padding=_torch_padding(self.padding), use_bias=self.use_bias,
-                    dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
+                    dtype=self.dtype, param_dtype=jnp.float32, name="conv",
+                    conv_general_dilated=conv_general_dilated)(x)
         x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, self.axis_name, name="bn")(x, train)
         return nn.relu(x) if self.activation else x
 

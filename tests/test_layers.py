@@ -42,6 +42,21 @@ def test_max_pool_matches_torch(size, k, s, p, ceil):
     np.testing.assert_array_equal(out, ref)
 
 
+@pytest.mark.parametrize("size,k,s,p,ceil", [
+    (8, 2, 2, 0, False), (9, 3, 1, 1, True), (13, 3, 2, 1, True), (14, 3, 2, 0, True), (7, 3, 3, 1, True)])
+def test_max_pool_gradient_equals_torch_including_ties(size, k, s, p, ceil):
+    # post-ReLU-like input: many exact ties (zeros and repeated small integers); torch
+    # sends a tied window's gradient to its first maximum, so must we
+    x = np.maximum(np.random.RandomState(1).randint(-3, 3, (2, size, size + 1, 3)), 0).astype(np.float32)
+    xt = nchw(x).requires_grad_(True)
+    out = F.max_pool2d(xt, k, s, p, ceil_mode=ceil)
+    g = rand(*out.shape, seed=2)
+    out.backward(torch.from_numpy(g))
+    _, vjp = jax.vjp(lambda v: layers.max_pool(v, k, s, p, ceil_mode=ceil), jnp.asarray(x))
+    (dx,) = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(np.asarray(dx), nhwc(xt.grad), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("size,k,s,p,ceil,include", [
     (7, 3, 1, 1, False, True), (7, 3, 1, 1, False, False), (8, 3, 2, 1, True, True),
     (8, 3, 2, 1, True, False), (17, 5, 3, 0, False, True), (9, 3, 2, 1, True, True),

@@ -30,6 +30,9 @@ def _jaxpr_macs(jaxpr) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
+        if name == "cond":  # alternatives (e.g. per-platform lowerings): one of them runs
+            total += max(_jaxpr_macs(b.jaxpr) for b in eqn.params["branches"])
+            continue
         if name == "conv_general_dilated":
             out = eqn.outvars[0].aval.shape
             rhs = eqn.invars[1].aval.shape
