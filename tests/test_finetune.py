@@ -64,6 +64,16 @@ def test_init_from_loads_every_array_but_the_new_heads(torch_googlenet):
     # the 1000-class classifiers are not loaded: fresh 10-class ones
     assert p["fc"]["kernel"].shape == (1024, 10) and p["aux2"]["fc2"]["kernel"].shape == (1024, 10)
     np.testing.assert_array_equal(p["fc"]["kernel"], fresh.params["fc"]["kernel"])
+    # the same through a save_pretrained (Orbax) directory
+    from inception_jax import pretrained
+    _, variables = pretrained.load_pretrained("googlenet", str(path))
+    saved = pretrained.save_pretrained(variables, str(path.parent / "orbax"), name="googlenet",
+                                       model_kwargs={"transform_input": True})
+    c.init_from = saved
+    again, note = training.init_from_pretrained(fresh, c)
+    assert note.endswith("new heads: aux1, aux2, fc")
+    for a, b in zip(jax.tree_util.tree_leaves(again.params), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_init_from_weights_of_another_model_is_one_line(torch_googlenet):

@@ -46,8 +46,10 @@ def test_checkpoint_from_eight_devices_resumes_on_one(result, capsys):
     import jax
     from inception_jax import config as config_lib
     from inception_jax import training
+    import reliability_worker  # noqa: F401  (registers tiny_inception)
     assert jax.device_count() == 1
     c = config_lib.base_config()
+    c.model = "tiny_inception"
     c.dataset, c.image_size, c.batch_size, c.eval_batch_size = "synthetic", 16, 16, 16
     c.synthetic_examples, c.num_classes, c.num_epochs, c.num_train_steps = 64, 4, -1, 3
     c.compilation_cache_dir = ""

@@ -42,6 +42,9 @@ def smoke_config(**overrides):
     return c
 
 
+TINY = {"model": "tiny_inception", "image_size": 8}  # tests/reliability_worker.py: compiles in seconds
+
+
 # --- schedules, optimisers, losses against torch ---------------------------------
 
 def _torch_lrs(make_sched, steps, base=0.1):
@@ -187,8 +190,9 @@ def test_smoke_training_lowers_the_loss_and_writes_metrics(tmp_path, capsys):
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
+    import reliability_worker  # noqa: F401  (registers tiny_inception)
     cfg = dict(num_epochs=-1, num_train_steps=10, synthetic_examples=128, batch_size=32,
-               checkpoint_every_steps=2)
+               checkpoint_every_steps=2, **TINY)
     full = training.train_and_evaluate(smoke_config(**cfg), str(tmp_path / "full"))
     first = training.train_and_evaluate(smoke_config(stop_at_step=6, **cfg), str(tmp_path / "split"))
     assert first["step"] == 6
@@ -205,8 +209,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
 
 
 def test_nan_loss_stops_with_a_clear_error_keeping_the_last_checkpoint(tmp_path):
+    import reliability_worker  # noqa: F401  (registers tiny_inception)
     cfg = dict(num_epochs=-1, num_train_steps=8, synthetic_examples=64, batch_size=16,
-               checkpoint_every_steps=2, log_every_steps=2, optimizer="sgd")
+               checkpoint_every_steps=2, log_every_steps=2, optimizer="sgd", **TINY)
     training.train_and_evaluate(smoke_config(**dict(cfg, num_train_steps=2)), str(tmp_path))
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 4.*step 2\) is kept"):
         training.train_and_evaluate(smoke_config(learning_rate=1e30, **cfg), str(tmp_path))
@@ -214,10 +219,11 @@ def test_nan_loss_stops_with_a_clear_error_keeping_the_last_checkpoint(tmp_path)
 
 
 def test_resuming_with_another_model_is_refused(tmp_path):
-    training.train_and_evaluate(smoke_config(num_epochs=-1, num_train_steps=2, synthetic_examples=64),
-                                str(tmp_path))
+    import reliability_worker  # noqa: F401  (registers tiny_inception)
+    training.train_and_evaluate(smoke_config(num_epochs=-1, num_train_steps=2, synthetic_examples=64,
+                                             **TINY), str(tmp_path))
     before = sorted(os.listdir(tmp_path / "checkpoints"))
-    with pytest.raises(ValueError, match="holds a run with model='inception_cifar'"):
+    with pytest.raises(ValueError, match="holds a run with model='tiny_inception'"):
         training.train_and_evaluate(smoke_config(model="googlenet_cifar"), str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
