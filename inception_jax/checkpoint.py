@@ -324,10 +324,13 @@ def quiet_orbax_logs() -> None:
     previous = sys.unraisablehook
 
     def hook(info):
-        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
-            return
-        previous(info)
+        if not _is_teardown_noise(info):
+            previous(info)
     sys.unraisablehook = hook
+
+
+def _is_teardown_noise(info) -> bool:
+    return isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value)
 
 
 class _quiet_orbax_teardown:
@@ -341,9 +344,8 @@ class _quiet_orbax_teardown:
         self._previous = sys.unraisablehook
 
         def hook(info):
-            if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
-                return
-            self._previous(info)
+            if not _is_teardown_noise(info):
+                self._previous(info)
         sys.unraisablehook = hook
 
     def __exit__(self, *exc):

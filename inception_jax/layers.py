@@ -87,9 +87,10 @@ def _pad_neg_inf(x: jax.Array, pads) -> jax.Array:
     return x
 
 
-def _pool_taps(xp: jax.Array, kernel, strides):
-    """``(i, j, slice)`` for every window offset: the input values that offset sees,
-    in output shape."""
+def _window_taps(xp: jax.Array, kernel, strides):
+    """``(i, j, slice)`` for every window offset (row-major) of a VALID sliding
+    window over the padded input: the input values that offset sees, in output
+    shape. Shared by the max-pool and convolution-filter gradients."""
     (kh, kw), (sh, sw) = kernel, strides
     out_h = (xp.shape[1] - kh) // sh + 1
     out_w = (xp.shape[2] - kw) // sw + 1
@@ -123,7 +124,7 @@ def _max_pool_bwd(kernel, strides, pads, residuals, g):
     taken = jnp.zeros(y.shape, bool)
     zero = jnp.zeros((), g.dtype)
     dxp = None
-    for i, j, seen in _pool_taps(xp, kernel, strides):
+    for i, j, seen in _window_taps(xp, kernel, strides):
         winner = (seen == y) & ~taken      # the first maximum of each window gets it
         taken = taken | winner
         # put this offset's share back at the input positions it came from
@@ -316,13 +317,10 @@ def _filter_grad_gemm(x, g, kernel_shape, strides, padding):
     the output gradient. XLA:CPU's convolution filter gradient is 2-8x slower than
     these GEMMs; on GPUs cuDNN's is used instead."""
     kh, kw, cin, cout = kernel_shape
-    sh, sw = strides
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    oh, ow = g.shape[1], g.shape[2]
     g2 = g.reshape(-1, cout)
-    taps = [jnp.dot(xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :].reshape(-1, cin).T,
-                    g2, preferred_element_type=jnp.float32)
-            for i in range(kh) for j in range(kw)]
+    taps = [jnp.dot(seen.reshape(-1, cin).T, g2, preferred_element_type=jnp.float32)
+            for _, _, seen in _window_taps(xp, (kh, kw), strides)]
     return jnp.stack(taps).reshape(kh, kw, cin, cout)
 
 

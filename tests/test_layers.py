@@ -253,3 +253,38 @@ def test_global_avg_pool_is_the_spatial_mean():
     x = rand(2, 3, 5, 4)
     chex.assert_trees_all_close(layers.global_avg_pool(jnp.asarray(x)), x.mean(axis=(1, 2)),
                                 rtol=1e-6)
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,pad,size", [
+    (3, 8, 3, 1, 1, 9), (6, 5, 1, 1, 0, 7), (4, 6, 3, 2, 0, 11), (5, 7, 5, 1, 2, 8), (4, 4, 3, 2, 1, 10)])
+def test_basic_conv_train_gradients_equal_torch(cin, cout, k, stride, pad, size):
+    # conv (GEMM filter gradient / 1x1 as dot on CPU) -> BatchNorm (closed-form
+    # gradient, batch statistics) -> ReLU, differentiated against torch's autograd
+    x = rand(3, size, size + 1, cin)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, k, stride, pad, bias=False)
+    bn = torch.nn.BatchNorm2d(cout, eps=1e-3)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    xt = nchw(x).requires_grad_(True)
+    yt = torch.relu(bn(conv(xt)))
+    g = rand(*yt.shape, seed=3)
+    yt.backward(torch.from_numpy(g))
+    module = layers.BasicConv(cout, k, stride, pad)
+    variables = convert_state_dict({"conv.weight": conv.weight, "bn.weight": bn.weight, "bn.bias": bn.bias,
+                                    "bn.running_mean": bn.running_mean, "bn.running_var": bn.running_var},
+                                   module.init(jax.random.PRNGKey(0), jnp.asarray(x)), "BasicConv")
+
+    def f(params, xin):
+        return module.apply({"params": params, "batch_stats": variables["batch_stats"]}, xin, train=True,
+                            mutable=["batch_stats"])[0]
+
+    y, vjp = jax.vjp(f, variables["params"], jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), nhwc(yt), rtol=1e-4, atol=1e-5)
+    dparams, dx = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(np.asarray(dx), nhwc(xt.grad), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dparams["conv"]["kernel"]),
+                               conv.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dparams["bn"]["scale"]), bn.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dparams["bn"]["bias"]), bn.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
