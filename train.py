@@ -56,9 +56,12 @@ def main(argv):
             training.train_and_evaluate(config, FLAGS.workdir)
     except (ValueError, FloatingPointError, OSError) as e:
         # bad input, a diverged run, a full disk: one line, no traceback; checkpoints
-        # already written are kept
+        # already written are kept. Exit at once: after a failed save, Orbax's writer
+        # threads may still be failing and would print their errors at interpreter exit.
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
 
 
 if __name__ == "__main__":
