@@ -66,13 +66,14 @@ def max_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = Non
              padding: IntPair = 0, ceil_mode: bool = False) -> jax.Array:
     """``torch.nn.MaxPool2d`` on NHWC input (padding never wins the max).
 
-    Values: a separable max over strided slices (rows, then columns). Gradient: a
-    custom rule that, for each of the ``k*k`` window offsets, compares the strided
-    input slice with the output and adds the incoming gradient where it matches
-    and no earlier offset matched. That is PyTorch's rule exactly (a tie goes to
-    the first maximum in row-major window order) and, being elementwise work that
-    XLA fuses, several times faster on CPU and GPU than the select-and-scatter of
-    ``lax.reduce_window``'s gradient or the autodiff of the separable max.
+    Values: a separable max over strided slices (rows, then columns). Gradient:
+    PyTorch's rule exactly (each window's gradient goes to its first maximum in
+    row-major window order, so ties match torch). The forward pass records which
+    window offset won (a small integer per output, like torch's indices); the
+    backward pass is then one elementwise pass that, for every input position,
+    gathers the gradients of the windows it won. Both are fused elementwise work:
+    much faster on CPU than the select-and-scatter of ``lax.reduce_window``'s
+    gradient, and than recomputing the comparisons per offset.
     """
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(stride if stride is not None else kernel_size)
@@ -112,28 +113,39 @@ def _max_pool(x: jax.Array, kernel, strides, pads) -> jax.Array:
 
 def _max_pool_fwd(x, kernel, strides, pads):
     y = _max_pool(x, kernel, strides, pads)
-    return y, (x, y)
+    kw = kernel[1]
+    index_dtype = jnp.int8 if kernel[0] * kw < 127 else jnp.int32
+    # winner[o] = row-major index of the first window offset holding the maximum
+    winner = jnp.full(y.shape, -1, index_dtype)
+    for i, j, seen in reversed(list(_window_taps(_pad_neg_inf(x, pads), kernel, strides))):
+        winner = jnp.where(seen == y, jnp.asarray(i * kw + j, index_dtype), winner)
+    # Materialise y and winner here: left to itself XLA recomputes the window
+    # comparisons inside every use in the backward pass (k*k times over).
+    y, winner = lax.optimization_barrier((y, winner))
+    return y, (winner, jnp.zeros(x.shape[1:3] + (0,), x.dtype))
 
 
 def _max_pool_bwd(kernel, strides, pads, residuals, g):
-    x, y = residuals
-    (sh, sw) = strides
-    xp = _pad_neg_inf(x, pads)
-    hp, wp = xp.shape[1], xp.shape[2]
-    oh, ow = y.shape[1], y.shape[2]
-    taken = jnp.zeros(y.shape, bool)
-    zero = jnp.zeros((), g.dtype)
-    dxp = None
-    for i, j, seen in _window_taps(xp, kernel, strides):
-        winner = (seen == y) & ~taken      # the first maximum of each window gets it
-        taken = taken | winner
-        # put this offset's share back at the input positions it came from
-        part = lax.pad(jnp.where(winner, g, zero), zero,
-                       ((0, 0, 0), (i, hp - i - (sh * (oh - 1) + 1), sh - 1),
-                        (j, wp - j - (sw * (ow - 1) + 1), sw - 1), (0, 0, 0)))
-        dxp = part if dxp is None else dxp + part
-    (pt, _), (pl, _) = pads
-    return (dxp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]],)
+    winner, like = residuals          # ``like`` only carries the input's height and width
+    (kh, kw), (sh, sw) = kernel, strides
+    (pt, pb), (pl, pr) = pads
+    h, w = like.shape[0], like.shape[1]
+    oh, ow = g.shape[1], g.shape[2]
+    # Spread the outputs onto the padded input grid (output o at row o*stride,
+    # the rest empty) with kh-1 / kw-1 extra rows / columns in front, so that
+    # offset (i, j) of every window is a plain shifted slice of the spread arrays.
+    spread = ((0, 0, 0), (kh - 1, h + pt + pb - (sh * (oh - 1) + 1), sh - 1),
+              (kw - 1, w + pl + pr - (sw * (ow - 1) + 1), sw - 1), (0, 0, 0))
+    gs = lax.pad(g, jnp.zeros((), g.dtype), spread)
+    ws = lax.pad(winner, jnp.asarray(-1, winner.dtype), spread)
+    dx = None
+    for i in range(kh):
+        for j in range(kw):
+            r, c = kh - 1 - i + pt, kw - 1 - j + pl
+            won = ws[:, r:r + h, c:c + w] == i * kw + j
+            part = jnp.where(won, gs[:, r:r + h, c:c + w], jnp.zeros((), g.dtype))
+            dx = part if dx is None else dx + part
+    return (dx,)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -43,7 +43,8 @@ def test_max_pool_matches_torch(size, k, s, p, ceil):
 
 
 @pytest.mark.parametrize("size,k,s,p,ceil", [
-    (8, 2, 2, 0, False), (9, 3, 1, 1, True), (13, 3, 2, 1, True), (14, 3, 2, 0, True), (7, 3, 3, 1, True)])
+    (8, 2, 2, 0, False), (9, 3, 1, 1, True), (13, 3, 2, 1, True), (14, 3, 2, 0, True), (7, 3, 3, 1, True),
+    (11, 2, 2, 0, False), (10, 3, 2, 1, False)])
 def test_max_pool_gradient_equals_torch_including_ties(size, k, s, p, ceil):
     # post-ReLU-like input: many exact ties (zeros and repeated small integers); torch
     # sends a tied window's gradient to its first maximum, so must we
