@@ -10,8 +10,14 @@ Re-running with the same workdir resumes from its latest checkpoint.
 import os
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from inception_jax import hostmem
+
+# Before JAX starts its threads: XLA:CPU's per-step temporary block is then reused
+# instead of being mapped and zero-filled again every step (inception_jax/hostmem.py).
+hostmem.reuse_freed_memory()
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",

@@ -12,6 +12,11 @@ with bfloat16 autocast, channels_last and cudnn.benchmark, eagerly and under
 torch.compile; on CPU in float32, eagerly. Warm-up steps are excluded; each step
 is timed to completion (``block_until_ready`` / ``cuda.synchronize``) and the
 median is reported. Prints a table; ``--json`` writes the records.
+
+Each measurement runs in its own Python process: JAX set up as train.py sets it
+up (``inception_jax.hostmem.reuse_freed_memory``, which matters on CPU), PyTorch
+with its defaults unless ``--torch-malloc tuned`` gives it the same malloc
+setting. The ``host_malloc`` field of each record says which it had.
 """
 
 from __future__ import annotations
@@ -30,15 +35,12 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # torch reference builders
 
 
-def _versions():
-    import jax
-    out = {"jax": jax.__version__}
-    try:
-        import torch
-        out["torch"] = torch.__version__
-    except ImportError:
-        pass
-    return out
+def _versions(framework):
+    if framework == "inception_jax":
+        import jax
+        return {"jax": jax.__version__}
+    import torch
+    return {"torch": torch.__version__}
 
 
 def bench_jax(name, batch, size, steps, warmup, half):
@@ -145,7 +147,55 @@ def bench_torch(name, batch, size, steps, warmup, compile_model):
             "dtype": "bfloat16" if cuda else "float32"}
 
 
+def _run_one(args, name, size, framework):
+    """One (model, framework) measurement in a fresh Python process, so that each
+    framework runs as its users run it: JAX the way train.py sets the process up
+    (``hostmem.reuse_freed_memory``), PyTorch with its defaults (or the same malloc
+    setting with ``--torch-malloc tuned``), and neither sees the other's threads,
+    caches or GPU memory."""
+    import subprocess
+
+    spec = {"model": name, "batch_size": args.batch_size, "image_size": size, "steps": args.steps,
+            "warmup": args.warmup, "framework": framework, "torch_malloc": args.torch_malloc}
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(spec)],
+                          stdout=subprocess.PIPE, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        print(f"{framework} {name}: failed (exit code {proc.returncode}); its error is above",
+              file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+def _one(spec):
+    """The child process of :func:`_run_one`: measures and prints one JSON record."""
+    framework = spec["framework"]
+    tuned = framework == "inception_jax" or spec["torch_malloc"] == "tuned"
+    malloc = "default"
+    if tuned:
+        from inception_jax import hostmem
+        malloc = "tuned" if hostmem.reuse_freed_memory() else "default"
+    name, batch, size, warmup = spec["model"], spec["batch_size"], spec["image_size"], spec["warmup"]
+    if framework == "inception_jax":
+        import jax
+        on_gpu = jax.devices()[0].platform == "gpu"
+        r = bench_jax(name, batch, size, spec["steps"] or (30 if on_gpu else 10), warmup, half=on_gpu)
+    else:
+        import torch
+        on_gpu = torch.cuda.is_available()
+        if framework == "torch-compile" and not on_gpu:
+            print(json.dumps({"skipped": "torch.compile is measured on GPU only"}))
+            return
+        r = bench_torch(name, batch, size, spec["steps"] or (30 if on_gpu else 10), warmup,
+                        framework == "torch-compile")
+    print(json.dumps({"model": name, "batch_size": batch, "image_size": size, **_versions(framework),
+                      "date": time.strftime("%Y-%m-%d"), "host_malloc": malloc, **r}))
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--one"]:
+        return _one(json.loads(argv[1]))
     from inception_jax import models
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -155,45 +205,45 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=0, help="timed steps (default 30 on GPU, 10 on CPU)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--frameworks", default="inception_jax,torch,torch-compile")
+    p.add_argument("--torch-malloc", choices=["default", "tuned"], default="default",
+                   help="tuned: give PyTorch's process the malloc setting train.py gives JAX's "
+                        "(inception_jax/hostmem.py)")
     p.add_argument("--peak-tflops", type=float, default=0.0,
                    help="device peak for model FLOP utilisation (e.g. 989 for H100/H200 bf16 dense)")
     p.add_argument("--json", default="", help="write the records here")
     args = p.parse_args(argv)
 
-    import jax
-    on_gpu = jax.devices()[0].platform == "gpu"
-    steps = args.steps or (30 if on_gpu else 10)
     frameworks = args.frameworks.split(",")
+    unknown = set(frameworks) - {"inception_jax", "torch", "torch-compile"}
+    if unknown:
+        p.error(f"--frameworks: unknown {sorted(unknown)}; expected inception_jax, torch, torch-compile")
     records = []
     for name in args.model.split(","):
-        info = models.get_info(name)
+        try:
+            info = models.get_info(name)
+        except (KeyError, ValueError) as e:
+            p.error(f"--model {name}: {e}")
         size = args.image_size or info.default_input_size
-        common = {"model": name, "batch_size": args.batch_size, "image_size": size, **_versions(),
-                  "date": time.strftime("%Y-%m-%d")}
         gflop = None
-        if "inception_jax" in frameworks:
-            r = bench_jax(name, args.batch_size, size, steps, args.warmup, half=on_gpu)
-            gflop = r["train_gflop_per_img"]
-            records.append({**common, **r})
-        for fw in ("torch", "torch-compile"):
-            if fw not in frameworks or (fw == "torch-compile" and not on_gpu):
+        for fw in frameworks:
+            r = _run_one(args, name, size, fw)
+            if r is None:
                 continue
-            try:
-                records.append({**common, **bench_torch(name, args.batch_size, size, steps,
-                                                        args.warmup, fw == "torch-compile")})
-            except Exception as e:  # a missing reference package should not hide the others
-                print(f"{fw} {name}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+            if "skipped" in r:
+                continue
+            records.append(r)
+            gflop = r.get("train_gflop_per_img", gflop)
         for r in records:
             if r["model"] == name and gflop:
                 r["achieved_tflops"] = r["img_per_s"] * gflop / 1e3
                 if args.peak_tflops:
                     r["mfu"] = r["achieved_tflops"] / args.peak_tflops
     print(f"{'framework':<15}{'model':<20}{'batch':>6}{'size':>6}{'img/s':>11}{'step ms':>9}"
-          f"{'compile s':>10}{'TFLOP/s':>9}  device")
+          f"{'compile s':>10}{'TFLOP/s':>9}  {'malloc':<8}device")
     for r in records:
         print(f"{r['framework']:<15}{r['model']:<20}{r['batch_size']:>6}{r['image_size']:>6}"
               f"{r['img_per_s']:>11,.0f}{r['step_ms']:>9.1f}{r['compile_s']:>10.1f}"
-              f"{r.get('achieved_tflops', float('nan')):>9.2f}  {r['device']}")
+              f"{r.get('achieved_tflops', float('nan')):>9.2f}  {r['host_malloc']:<8}{r['device']}")
     for name in args.model.split(","):
         jx = [r for r in records if r["model"] == name and r["framework"] == "inception_jax"]
         best_torch = max((r["img_per_s"] for r in records

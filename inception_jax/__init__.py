@@ -1,8 +1,17 @@
 """inception_jax: the Inception family (GoogLeNet v1, BN-Inception, Inception v3, v4,
 Inception-ResNet-v2 and CIFAR-sized variants) in JAX / Flax linen."""
 
-from inception_jax import layers, models
-from inception_jax.models import create, list_models
+import importlib
 
 __version__ = "0.1.0"
 __all__ = ["layers", "models", "create", "list_models", "__version__"]
+
+
+def __getattr__(name):
+    # Imported on first use, so that ``import inception_jax.hostmem`` (which must
+    # run before JAX starts its threads) does not import JAX.
+    if name in ("layers", "models"):
+        return importlib.import_module(f"inception_jax.{name}")
+    if name in ("create", "list_models"):
+        return getattr(importlib.import_module("inception_jax.models"), name)
+    raise AttributeError(f"module 'inception_jax' has no attribute {name!r}")
