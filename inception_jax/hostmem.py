@@ -11,7 +11,9 @@ and hand them out again, which removes those faults (measured with
 
 It changes process-wide ``malloc`` behaviour, so it is opt-in for library users;
 ``train.py``, the test suite and ``benchmarks/throughput.py`` (for inception_jax)
-call it. Set ``INCEPTION_JAX_DEFAULT_MALLOC=1`` to leave ``malloc`` alone.
+call it, and it does nothing where JAX may run on a GPU/TPU (an accelerator
+plugin is installed and ``JAX_PLATFORMS`` is not ``cpu``). Set
+``INCEPTION_JAX_DEFAULT_MALLOC=1`` to leave ``malloc`` alone.
 
 This module imports nothing heavy: it has to run before JAX starts its threads.
 """
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
+import pkgutil
 import sys
 
 # mallopt parameters (glibc's malloc.h)
@@ -43,13 +47,27 @@ def _glibc():
         return None
 
 
-def reuse_freed_memory() -> bool:
+def _accelerator_plugin_installed() -> bool:
+    """Whether JAX may pick a GPU/TPU: ``JAX_PLATFORMS`` allows one and a plugin is
+    installed (``jax_plugins.*`` such as CUDA's, or ``libtpu``)."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and all(p.strip() == "cpu" for p in platforms.split(",")):
+        return False
+    if importlib.util.find_spec("libtpu") is not None:
+        return True
+    spec = importlib.util.find_spec("jax_plugins")
+    return spec is not None and any(True for _ in pkgutil.iter_modules(spec.submodule_search_locations))
+
+
+def reuse_freed_memory(force: bool = False) -> bool:
     """Makes glibc keep freed memory for reuse (one heap, no ``mmap`` per block).
 
     Call it first thing in a program, before JAX runs anything: each thread
     picks its malloc arena on its first allocation, and only threads created
     afterwards all share the main heap. Returns True when applied; False on
-    non-glibc systems or when ``INCEPTION_JAX_DEFAULT_MALLOC`` is set.
+    non-glibc systems, when ``INCEPTION_JAX_DEFAULT_MALLOC`` is set, or (unless
+    ``force``) when JAX may run on an accelerator: there the step's buffers live
+    on the device, and one malloc arena for all host threads is not worth it.
 
     Settings: one arena (threads in other arenas would still ``mmap`` blocks
     over 64 MB), no ``mmap`` for large blocks, and freed memory at the top of
@@ -58,6 +76,8 @@ def reuse_freed_memory() -> bool:
     mapped to it, so its resident size tracks its peak.
     """
     if os.environ.get(OPT_OUT_ENV, "") not in ("", "0"):
+        return False
+    if not force and _accelerator_plugin_installed():
         return False
     libc = _glibc()
     if libc is None:

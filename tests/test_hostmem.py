@@ -44,13 +44,18 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(mode, env_extra=None, tmp_path=None):
+def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
     # a stand-in module that fails if JAX was imported before it (hostmem must not import JAX)
     (tmp_path / "jax_free_check.py").write_text(
         "import sys\nassert 'jax' not in sys.modules, 'inception_jax.hostmem imported jax'\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT, *extra_path])}
     env.pop("INCEPTION_JAX_DEFAULT_MALLOC", None)
-    env.update(env_extra or {})
+    env["JAX_PLATFORMS"] = "cpu"
+    for k, v in (env_extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     out = subprocess.run([sys.executable, "-c", SCRIPT, mode], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -75,3 +80,18 @@ def test_opt_out_leaves_malloc_alone(tmp_path):
     applied, faults = _run("tuned", {"INCEPTION_JAX_DEFAULT_MALLOC": "1"}, tmp_path=tmp_path)
     assert not applied
     assert faults > 0.9 * 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
+def test_left_alone_where_jax_may_use_an_accelerator(tmp_path):
+    # an installed accelerator plugin (as jax[cuda] installs jax_plugins.xla_cuda12)
+    plugin = tmp_path / "plugins" / "jax_plugins" / "xla_fake"
+    plugin.mkdir(parents=True)
+    (plugin / "__init__.py").write_text("")
+    path = [str(tmp_path / "plugins")]
+    applied, faults = _run("tuned", {"JAX_PLATFORMS": None}, tmp_path=tmp_path, extra_path=path)
+    assert not applied
+    assert faults > 0.9 * 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")
+    # ... unless JAX is told to use the CPU
+    applied, faults = _run("tuned", {"JAX_PLATFORMS": "cpu"}, tmp_path=tmp_path, extra_path=path)
+    assert applied and faults < 0.01 * 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")
