@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")  # the five blocks' pages
 
 # Like XLA:CPU's per-step temporary block: a 256 MB block allocated, written and
 # freed from a worker thread, five times over.
@@ -65,21 +66,20 @@ def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
 def test_reuse_freed_memory_stops_page_faults_for_large_blocks(tmp_path):
-    pages = 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")
     applied, default_faults = _run("default", tmp_path=tmp_path)
     assert not applied
     # default glibc: every 256 MB block is a fresh mmap, each page faulted in again
-    assert default_faults > 0.9 * pages, (default_faults, pages)
+    assert default_faults > 0.9 * PAGES, (default_faults, PAGES)
     applied, tuned_faults = _run("tuned", tmp_path=tmp_path)
     assert applied
-    assert tuned_faults < 0.01 * pages, (tuned_faults, pages)
+    assert tuned_faults < 0.01 * PAGES, (tuned_faults, PAGES)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
 def test_opt_out_leaves_malloc_alone(tmp_path):
     applied, faults = _run("tuned", {"INCEPTION_JAX_DEFAULT_MALLOC": "1"}, tmp_path=tmp_path)
     assert not applied
-    assert faults > 0.9 * 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert faults > 0.9 * PAGES
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
@@ -91,7 +91,7 @@ def test_left_alone_where_jax_may_use_an_accelerator(tmp_path):
     path = [str(tmp_path / "plugins")]
     applied, faults = _run("tuned", {"JAX_PLATFORMS": None}, tmp_path=tmp_path, extra_path=path)
     assert not applied
-    assert faults > 0.9 * 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert faults > 0.9 * PAGES
     # ... unless JAX is told to use the CPU
     applied, faults = _run("tuned", {"JAX_PLATFORMS": "cpu"}, tmp_path=tmp_path, extra_path=path)
-    assert applied and faults < 0.01 * 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert applied and faults < 0.01 * PAGES
