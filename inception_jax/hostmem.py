@@ -56,7 +56,7 @@ def _accelerator_plugin_installed() -> bool:
     if importlib.util.find_spec("libtpu") is not None:
         return True
     spec = importlib.util.find_spec("jax_plugins")
-    return spec is not None and any(True for _ in pkgutil.iter_modules(spec.submodule_search_locations))
+    return spec is not None and any(pkgutil.iter_modules(spec.submodule_search_locations))
 
 
 def reuse_freed_memory(force: bool = False) -> bool:
@@ -82,7 +82,6 @@ def reuse_freed_memory(force: bool = False) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    ok = all(libc.mallopt(param, value) == 1 for param, value in (
+    return all(libc.mallopt(param, value) == 1 for param, value in (
         (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1),
         (_M_TOP_PAD, 64 << 20)))
-    return bool(ok)
