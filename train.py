@@ -10,14 +10,10 @@ Re-running with the same workdir resumes from its latest checkpoint.
 import os
 import sys
 
+from absl import app, flags
+from ml_collections import config_flags
+
 from inception_jax import hostmem
-
-# Before JAX starts its threads: XLA:CPU's per-step temporary block is then reused
-# instead of being mapped and zero-filled again every step (inception_jax/hostmem.py).
-hostmem.reuse_freed_memory()
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -31,6 +27,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = FLAGS.config
+    # Before JAX starts its threads, with the rule of the CPU kernels: on a CPU, XLA's
+    # per-step temporary block is then reused instead of being mapped and zero-filled
+    # again every step (inception_jax/hostmem.py).
+    hostmem.follow(config.cpu_kernels)
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)  # Orbax's notices; our own lines are printed
@@ -48,7 +49,7 @@ def main(argv):
     elif any(k in env for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",
                                 "OMPI_COMM_WORLD_SIZE")) or env.get("TPU_WORKER_HOSTNAMES"):
         jax.distributed.initialize()  # launched by a cluster manager: it tells JAX the rest
-    config = FLAGS.config
+    hostmem.follow(config.cpu_kernels, jax_started=True)
     if config.compilation_cache_dir:
         cache = os.path.expanduser(config.compilation_cache_dir)
         jax.config.update("jax_compilation_cache_dir", cache)

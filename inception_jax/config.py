@@ -70,6 +70,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     # running
     c.parallel = "shard_map"             # or "pmap"
+    c.sync_batch_norm = True             # BatchNorm statistics and dropout masks of the global
+                                         # batch: the same update on any device count. False:
+                                         # per-device statistics (PyTorch DDP's default), faster,
+                                         # and the update then depends on the device count
+    # inception_jax.backends.cpu's hand-written gradients (and the host-malloc setting of
+    # inception_jax/hostmem.py): "auto" = on exactly when JAX runs on the CPU; True, False
+    c.cpu_kernels = ml_collections.FieldReference("auto", field_type=object)
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0         # 0: only at epoch ends
     c.keep_checkpoints = 3
@@ -103,6 +110,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         bad("parallel", f"one of {', '.join(PARALLEL)}")
     if config.pipeline not in ("auto", "in_memory", "streaming"):
         bad("pipeline", "'auto', 'in_memory' or 'streaming'")
+    if not isinstance(config.sync_batch_norm, bool):
+        bad("sync_batch_norm", "True or False")
+    if not isinstance(config.cpu_kernels, bool) and config.cpu_kernels != "auto":
+        bad("cpu_kernels", "'auto', True or False")
     if config.bad_records not in ("error", "skip"):
         bad("bad_records", "'error' or 'skip'")
     for key in ("batch_size", "eval_batch_size", "image_size"):

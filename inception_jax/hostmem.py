@@ -10,10 +10,10 @@ and hand them out again, which removes those faults (measured with
 ``getrusage``: 1.74 million minor faults per 10 steps -> 0).
 
 It changes process-wide ``malloc`` behaviour, so it is opt-in for library users;
-``train.py``, the test suite and ``benchmarks/throughput.py`` (for inception_jax)
-call it, and it does nothing where JAX may run on a GPU/TPU (an accelerator
-plugin is installed and ``JAX_PLATFORMS`` is not ``cpu``). Set
-``INCEPTION_JAX_DEFAULT_MALLOC=1`` to leave ``malloc`` alone.
+``train.py`` applies it with the rule of the CPU kernels (:func:`follow`:
+``config.cpu_kernels`` "auto" = on exactly when JAX runs on the CPU, True/False
+force it), and the test suite and ``benchmarks/throughput.py`` (for inception_jax)
+call it. Set ``INCEPTION_JAX_DEFAULT_MALLOC=1`` to leave ``malloc`` alone.
 
 This module imports nothing heavy: it has to run before JAX starts its threads.
 """
@@ -85,3 +85,27 @@ def reuse_freed_memory(force: bool = False) -> bool:
     return all(libc.mallopt(param, value) == 1 for param, value in (
         (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1),
         (_M_TOP_PAD, 64 << 20)))
+
+
+def follow(setting, *, jax_started: bool = False) -> bool:
+    """Applies the setting by the rule of ``config.cpu_kernels``: True forces it,
+    False leaves ``malloc`` alone, "auto" applies it exactly when JAX runs on the CPU.
+
+    Call it twice: once before JAX starts (``jax_started=False``), when "auto" can
+    only predict the platform (no accelerator plugin installed, or
+    ``JAX_PLATFORMS=cpu``), and once after (``jax_started=True``), when
+    ``jax.default_backend()`` is known: a CPU run whose prediction was wrong (a
+    plugin installed, no accelerator present) gets it then, minus the single-arena
+    part, which only affects threads started later. Returns whether it is applied.
+    """
+    if setting is True or setting is False:
+        return reuse_freed_memory(force=True) if (setting and not jax_started) else False
+    if setting != "auto":
+        return False  # not a valid setting: the config's validation names it
+    if not jax_started:
+        return reuse_freed_memory()
+    import jax
+
+    if jax.default_backend() == "cpu" and _accelerator_plugin_installed():
+        return reuse_freed_memory(force=True)
+    return False

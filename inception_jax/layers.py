@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from inception_jax.backends import dispatch
+
 Dtype = Any
 IntPair = Union[int, Tuple[int, int]]
 
@@ -62,93 +64,26 @@ def _pool_pads(size: int, k: int, s: int, p: int, ceil_mode: bool) -> Tuple[int,
     return (p, p + extra)
 
 
+
 def max_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = None,
              padding: IntPair = 0, ceil_mode: bool = False) -> jax.Array:
     """``torch.nn.MaxPool2d`` on NHWC input (padding never wins the max).
 
-    Values: a separable max over strided slices (rows, then columns). Gradient:
-    PyTorch's rule exactly (each window's gradient goes to its first maximum in
-    row-major window order, so ties match torch). The forward pass records which
-    window offset won (a small integer per output, like torch's indices); the
-    backward pass is then one elementwise pass that, for every input position,
-    gathers the gradients of the windows it won. Both are fused elementwise work:
-    much faster on CPU than the select-and-scatter of ``lax.reduce_window``'s
-    gradient, and than recomputing the comparisons per offset.
+    A ``lax.reduce_window`` max, so JAX's own autodiff applies in both modes; its
+    gradient goes to each window's first maximum in row-major order, PyTorch's
+    rule, so ties match torch (tested).
     """
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(stride if stride is not None else kernel_size)
     ph, pw = _pair(padding)
     pads = (_pool_pads(x.shape[1], kh, sh, ph, ceil_mode), _pool_pads(x.shape[2], kw, sw, pw, ceil_mode))
-    return _max_pool(x, (kh, kw), (sh, sw), pads)
+    replacement = dispatch.kernel("max_pool")
+    if replacement is not None:
+        return replacement(x, (kh, kw), (sh, sw), pads)
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
+                             ((0, 0), *pads, (0, 0)))
 
 
-def _pad_neg_inf(x: jax.Array, pads) -> jax.Array:
-    if any(pads[0]) or any(pads[1]):
-        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-np.inf)
-    return x
-
-
-def _window_taps(xp: jax.Array, kernel, strides):
-    """``(i, j, slice)`` for every window offset (row-major) of a VALID sliding
-    window over the padded input: the input values that offset sees, in output
-    shape."""
-    (kh, kw), (sh, sw) = kernel, strides
-    out_h = (xp.shape[1] - kh) // sh + 1
-    out_w = (xp.shape[2] - kw) // sw + 1
-    for i in range(kh):
-        for j in range(kw):
-            yield i, j, xp[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x: jax.Array, kernel, strides, pads) -> jax.Array:
-    (kh, kw), (sh, sw) = kernel, strides
-    xp = _pad_neg_inf(x, pads)
-    out_h = (xp.shape[1] - kh) // sh + 1
-    out_w = (xp.shape[2] - kw) // sw + 1
-    rows = functools.reduce(jnp.maximum, [xp[:, i:i + sh * (out_h - 1) + 1:sh] for i in range(kh)])
-    return functools.reduce(jnp.maximum,
-                            [rows[:, :, j:j + sw * (out_w - 1) + 1:sw] for j in range(kw)])
-
-
-def _max_pool_fwd(x, kernel, strides, pads):
-    y = _max_pool(x, kernel, strides, pads)
-    kw = kernel[1]
-    index_dtype = jnp.int8 if kernel[0] * kw < 127 else jnp.int32
-    # winner[o] = row-major index of the first window offset holding the maximum
-    winner = jnp.full(y.shape, -1, index_dtype)
-    for i, j, seen in reversed(list(_window_taps(_pad_neg_inf(x, pads), kernel, strides))):
-        winner = jnp.where(seen == y, jnp.asarray(i * kw + j, index_dtype), winner)
-    # Materialise y and winner here: left to itself XLA recomputes the window
-    # comparisons inside every use in the backward pass (k*k times over).
-    y, winner = lax.optimization_barrier((y, winner))
-    return y, (winner, jnp.zeros(x.shape[1:3] + (0,), x.dtype))
-
-
-def _max_pool_bwd(kernel, strides, pads, residuals, g):
-    winner, like = residuals          # ``like`` only carries the input's height and width
-    (kh, kw), (sh, sw) = kernel, strides
-    (pt, pb), (pl, pr) = pads
-    h, w = like.shape[0], like.shape[1]
-    oh, ow = g.shape[1], g.shape[2]
-    # Spread the outputs onto the padded input grid (output o at row o*stride,
-    # the rest empty) with kh-1 / kw-1 extra rows / columns in front, so that
-    # offset (i, j) of every window is a plain shifted slice of the spread arrays.
-    spread = ((0, 0, 0), (kh - 1, h + pt + pb - (sh * (oh - 1) + 1), sh - 1),
-              (kw - 1, w + pl + pr - (sw * (ow - 1) + 1), sw - 1), (0, 0, 0))
-    gs = lax.pad(g, jnp.zeros((), g.dtype), spread)
-    ws = lax.pad(winner, jnp.asarray(-1, winner.dtype), spread)
-    dx = None
-    for i in range(kh):
-        for j in range(kw):
-            r, c = kh - 1 - i + pt, kw - 1 - j + pl
-            won = ws[:, r:r + h, c:c + w] == i * kw + j
-            part = jnp.where(won, gs[:, r:r + h, c:c + w], jnp.zeros((), g.dtype))
-            dx = part if dx is None else dx + part
-    return (dx,)
-
-
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def avg_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = None,
@@ -242,7 +177,7 @@ class BatchNorm(nn.Module):
         running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if train:
-            y, mean, var = _batch_norm_train(x, scale, bias, float(self.epsilon), self.axis_name,
+            y, mean, var = batch_norm_train(x, scale, bias, float(self.epsilon), self.axis_name,
                                              jnp.dtype(self.dtype))
             if not self.is_initializing():
                 count = math.prod(x.shape[:-1])
@@ -259,52 +194,38 @@ class BatchNorm(nn.Module):
         return y.astype(self.dtype)
 
 
-def _bn_forward(x, scale, bias, epsilon, axis_name, dtype):
+def batch_statistics(x: jax.Array, axis_name: Optional[str] = None):
+    """Float32 mean and biased variance over all axes but the last, across the devices
+    of ``axis_name`` if given, in one collective.
+
+    Each device computes its own mean and (two-pass) variance; one ``all_gather``
+    brings every device's pair, and they combine as PyTorch's SyncBatchNorm does:
+    ``mean = mean_i(m_i)``, ``var = mean_i(v_i) + mean_i((m_i - mean)^2)`` (equal
+    counts per device). Unlike ``E[x^2] - E[x]^2`` this keeps its digits when the
+    mean is large against the spread.
+    """
     axes = tuple(range(x.ndim - 1))
     xf = x.astype(jnp.float32)
     mean = jnp.mean(xf, axis=axes)
-    if axis_name is not None:
-        mean = lax.pmean(mean, axis_name)
     var = jnp.mean(jnp.square(xf - mean), axis=axes)
     if axis_name is not None:
-        var = lax.pmean(var, axis_name)
-    rstd = lax.rsqrt(var + epsilon)
-    mul = scale * rstd
-    y = (xf * mul + (bias - mean * mul)).astype(dtype)
-    return (y, mean, var), (x, mean, rstd, scale)
+        gathered = lax.all_gather(jnp.stack([mean, var]), axis_name)   # (devices, 2, C)
+        means, variances = gathered[:, 0], gathered[:, 1]
+        mean = jnp.mean(means, axis=0)
+        var = jnp.mean(variances, axis=0) + jnp.mean(jnp.square(means - mean), axis=0)
+    return mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _batch_norm_train(x, scale, bias, epsilon, axis_name, dtype):
-    """Train-mode BatchNorm: (normalised output, batch mean, biased batch variance).
-    Its gradient is the closed form (two channel reductions) instead of autodiff's
-    longer chain through mean and variance; the statistics outputs only feed the
-    running averages, so their cotangents are ignored."""
-    return _bn_forward(x, scale, bias, epsilon, axis_name, dtype)[0]
-
-
-def _batch_norm_train_fwd(x, scale, bias, epsilon, axis_name, dtype):
-    return _bn_forward(x, scale, bias, epsilon, axis_name, dtype)
-
-
-def _batch_norm_train_bwd(epsilon, axis_name, dtype, residuals, cotangents):
-    x, mean, rstd, scale = residuals
-    g = cotangents[0].astype(jnp.float32)
-    axes = tuple(range(x.ndim - 1))
-    xhat = (x.astype(jnp.float32) - mean) * rstd
-    sum_g = jnp.sum(g, axis=axes)
-    sum_gx = jnp.sum(g * xhat, axis=axes)
-    count = math.prod(x.shape[:-1])
-    if axis_name is not None:  # the statistics were global: so is their gradient
-        total_g, total_gx = lax.psum((sum_g, sum_gx), axis_name)
-        count = count * lax.axis_size(axis_name)
-    else:
-        total_g, total_gx = sum_g, sum_gx
-    dx = (scale * rstd) * (g - (total_g + xhat * total_gx) / count)
-    return dx.astype(x.dtype), sum_gx, sum_g
-
-
-_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+def batch_norm_train(x, scale, bias, epsilon: float, axis_name: Optional[str], dtype):
+    """Train-mode BatchNorm: (normalised output in ``dtype``, batch mean, biased batch
+    variance), differentiated by JAX's autodiff."""
+    replacement = dispatch.kernel("batch_norm_train")
+    if replacement is not None:
+        return replacement(x, scale, bias, epsilon, axis_name, dtype)
+    mean, var = batch_statistics(x, axis_name)
+    mul = scale * lax.rsqrt(var + epsilon)
+    y = (x.astype(jnp.float32) * mul + (bias - mean * mul)).astype(dtype)
+    return y, mean, var
 
 
 def _torch_padding(padding: IntPair) -> Sequence[Tuple[int, int]]:
@@ -312,89 +233,13 @@ def _torch_padding(padding: IntPair) -> Sequence[Tuple[int, int]]:
     return ((ph, ph), (pw, pw))
 
 
-# ----------------------------------------------------------------------------
-# Convolution with a GEMM filter gradient on CPU
-# ----------------------------------------------------------------------------
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x, w, strides, padding):
-    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
+def conv_general_dilated(*args, **kwargs):
+    """``lax.conv_general_dilated`` for ``nn.Conv``, or a backend's replacement."""
+    replacement = dispatch.kernel("conv")
+    return (replacement or lax.conv_general_dilated)(*args, **kwargs)
 
-
-def _filter_grad_gemm(x, g, kernel_shape, strides, padding):
-    """d(loss)/d(kernel) as one matrix product per kernel row: the kw column
-    offsets of the padded input are laid side by side on the channel axis once,
-    then kernel row i is (the rows it saw, flattened to (N*OH*OW, kw*cin)) transposed
-    times the output gradient. XLA:CPU's own convolution filter gradient took about
-    twice as long over inception_cifar's convolutions (up to 3x on the larger ones,
-    a little less on a few small ones); on GPUs cuDNN's is used instead."""
-    kh, kw, cin, cout = kernel_shape
-    (sh, sw) = strides
-    oh, ow = g.shape[1], g.shape[2]
-    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    cols = jnp.concatenate([xp[:, :, j:j + sw * (ow - 1) + 1:sw] for j in range(kw)], axis=-1)
-    g2 = g.reshape(-1, cout)
-    rows = [lax.dot_general(cols[:, i:i + sh * (oh - 1) + 1:sh].reshape(-1, kw * cin), g2,
-                            (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-            for i in range(kh)]
-    return jnp.stack(rows).reshape(kh, kw, cin, cout)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_gemm_wgrad(x, w, strides, padding):
-    return _conv(x, w, strides, padding)
-
-
-def _conv_gemm_wgrad_fwd(x, w, strides, padding):
-    return _conv(x, w, strides, padding), (x, w)
-
-
-def _conv_gemm_wgrad_bwd(strides, padding, residuals, g):
-    x, w = residuals
-    dx = jax.vjp(lambda v: _conv(v, w, strides, padding), x)[1](g)[0]
-
-    def gemm(x, g):
-        return _filter_grad_gemm(x, g, w.shape, strides, padding).astype(w.dtype)
-
-    def library(x, g):  # the platform's own (cuDNN on GPU)
-        return jax.vjp(lambda k: _conv(x, k, strides, padding), w)[1](g)[0]
-
-    dw = lax.platform_dependent(x, g, cpu=gemm, default=library)
-    return dx, dw
-
-
-_conv_gemm_wgrad.defvjp(_conv_gemm_wgrad_fwd, _conv_gemm_wgrad_bwd)
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                         precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` for ``nn.Conv``: plain NHWC convolutions get the
-    GEMM filter gradient above on CPU; anything else is passed through unchanged."""
-    plain = (feature_group_count == 1 and batch_group_count == 1 and not isinstance(padding, str)
-             and all(d in (None, 1) for d in (lhs_dilation or (1,))) and
-             all(d in (None, 1) for d in (rhs_dilation or (1,))) and
-             lhs.ndim == 4 and precision is None and preferred_element_type is None)
-    if plain and dimension_numbers is not None:
-        nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-        plain = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
-    if not plain:
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count,
-                                        precision, preferred_element_type)
-    pads = tuple(tuple(int(v) for v in pad) for pad in padding)
-    strides = tuple(int(v) for v in window_strides)
-    if rhs.shape[:2] == (1, 1) and strides == (1, 1) and not any(map(any, pads)):
-        # a 1x1 convolution is a matrix product over channels: as a dot (and its
-        # autodiff, two more dots) it runs ~2x faster than XLA:CPU's convolution
-        def as_dot(x, w):
-            y = jnp.dot(x.reshape(-1, x.shape[-1]), w.reshape(w.shape[2], w.shape[3]))
-            return y.reshape(*x.shape[:3], w.shape[3])
-
-        return lax.platform_dependent(lhs, rhs, cpu=as_dot, default=lambda x, w: _conv(x, w, strides, pads))
-    return _conv_gemm_wgrad(lhs, rhs, strides, pads)
 
 
 class BasicConv(nn.Module):
@@ -510,6 +355,36 @@ class NaiveInceptionModule(nn.Module):
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
+class Dropout(nn.Module):
+    """Dropout whose mask does not depend on how the batch is split over devices.
+
+    Without ``axis_name`` it draws exactly what ``flax.linen.Dropout`` draws. With
+    ``axis_name`` every device draws the mask of the whole global batch from the same
+    ``dropout`` key and keeps the rows of its own examples (``axis_index``), so one
+    device and N devices drop the same units of the same examples. The masks are
+    small (dropout sits after global pooling in every model here).
+    """
+
+    rate: float
+    axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if not train or self.rate == 0.0:
+            return x
+        if self.rate >= 1.0:
+            return jnp.zeros_like(x)
+        keep = 1.0 - self.rate
+        rng = self.make_rng("dropout")
+        if self.axis_name is None:
+            mask = jax.random.bernoulli(rng, keep, x.shape)
+        else:
+            local = x.shape[0]
+            whole = jax.random.bernoulli(rng, keep, (local * lax.axis_size(self.axis_name),) + x.shape[1:])
+            mask = lax.dynamic_slice_in_dim(whole, lax.axis_index(self.axis_name) * local, local, 0)
+        return lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 class AuxiliaryClassifier(nn.Module):
     """GoogLeNet's auxiliary head: adaptive 4x4 average pool -> 1x1 conv (128) ->
     fc 2048->1024 -> ReLU -> dropout -> fc. Flattens in NCHW order like torch."""
@@ -518,6 +393,7 @@ class AuxiliaryClassifier(nn.Module):
     dropout: float = 0.7
     conv: Callable[..., nn.Module] = BasicConv
     dtype: Dtype = jnp.float32
+    axis_name: Optional[str] = None   # dropout masks independent of the device count
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -525,7 +401,7 @@ class AuxiliaryClassifier(nn.Module):
         x = self.conv(128, 1, name="conv")(x, train)
         x = flatten_nchw(x)
         x = nn.relu(nn.Dense(1024, dtype=self.dtype, name="fc1")(x))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, self.axis_name)(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x)
 
 

@@ -1,12 +1,14 @@
 """Training: state, optimiser and schedule, the per-device train/eval steps, and
 ``train_and_evaluate(config, workdir)``.
 
-The steps are written for one device with a named axis (``AXIS``): gradients,
-metrics and BatchNorm statistics are averaged with ``lax.pmean`` / ``psum``, so
-the same function runs under ``jax.jit`` + ``jax.shard_map`` (the default) and
-under ``jax.pmap`` (``config.parallel="pmap"``). BatchNorm statistics are
-synchronised across devices, so a global batch gives the same update on 1 or N
-devices.
+The steps are written for one device with a named axis (``AXIS``): gradients and
+metrics are averaged with ``lax.pmean`` / ``psum``, so the same function runs under
+``jax.jit`` + ``jax.shard_map`` (the default) and under ``jax.pmap``
+(``config.parallel="pmap"``). With ``config.sync_batch_norm`` (the default)
+BatchNorm statistics are those of the global batch and dropout masks are drawn
+for the global batch, so a global batch gives the same update on 1 or N devices.
+On a CPU the steps are traced with the CPU kernels (``config.cpu_kernels``,
+``inception_jax.backends.cpu``); elsewhere they are the plain program.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from jax import lax
 
 from inception_jax import config as config_lib
 from inception_jax import models
+from inception_jax.backends import cpu as cpu_backend
 from inception_jax.data import augment
 from inception_jax.data import source as data_source
 
@@ -128,6 +131,7 @@ class StepConfig:
     mean: Tuple[float, ...] = (0.0, 0.0, 0.0)
     std: Tuple[float, ...] = (1.0, 1.0, 1.0)
     resize_to: int = 0  # bilinear resize on the device after augmentation (0: off)
+    cpu_kernels: bool = False  # trace the model with inception_jax.backends.cpu's kernels
 
 
 def prepare_images(images_uint8, indices, key, cfg: StepConfig, dtype, train: bool):
@@ -152,7 +156,10 @@ def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array
     """
     step_key = jax.random.fold_in(key, state.step)
     aug_key, dropout_key = jax.random.split(step_key)
-    if axis_name is not None:
+    per_device_stats = axis_name is not None and model.axis_name is None
+    if per_device_stats:
+        # without sync_batch_norm the model's dropout draws per device: give each its own key
+        # (with it, every device draws the global batch's mask from this same key)
         dropout_key = jax.random.fold_in(dropout_key, lax.axis_index(axis_name))
     x = prepare_images(images_uint8, example_ids, aug_key, cfg, model.dtype, train=True)
     w = weights.astype(jnp.float32)
@@ -165,13 +172,16 @@ def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array
         loss, logits = combined_loss(outputs, labels, cfg.aux_weight, cfg.label_smoothing, w)
         return loss, (logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    with cpu_backend.cpu_kernels(cfg.cpu_kernels):
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = {"loss_sum": loss * n,
                "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * w),
                "count": n}
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
         metrics = lax.psum(metrics, axis_name)
+        if per_device_stats:  # one replicated state: average the per-device running statistics
+            batch_stats = lax.pmean(batch_stats, axis_name)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return new_state, metrics
 
@@ -197,7 +207,8 @@ def eval_on_batch(state: TrainState, images_uint8, labels, mask, *, model, cfg: 
                   axis_name: Optional[str] = AXIS):
     """Summed correct predictions and loss over this device's (masked) examples."""
     x = prepare_images(images_uint8, None, None, cfg, model.dtype, train=False)
-    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+    with cpu_backend.cpu_kernels(cfg.cpu_kernels):
+        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
     mask = mask.astype(jnp.float32)
     metrics = {"correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
                "loss_sum": jnp.sum(cross_entropy(logits, labels) * mask),
@@ -347,7 +358,11 @@ def init_from_pretrained(state: TrainState, config) -> Tuple[TrainState, str]:
 def build_model(config, num_classes: int):
     kwargs = dict(config.model_kwargs)
     dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-    return models.create(config.model, num_classes=num_classes, dtype=dtype, axis_name=AXIS,
+    # sync_batch_norm: statistics (and dropout masks) of the global batch, the same update
+    # on any device count; off: per-device statistics (PyTorch DDP's default), no
+    # collective in the forward pass, and an update that depends on the device count
+    axis_name = AXIS if config.sync_batch_norm else None
+    return models.create(config.model, num_classes=num_classes, dtype=dtype, axis_name=axis_name,
                          **kwargs)
 
 
@@ -381,7 +396,8 @@ def step_config(config, streaming: bool = False) -> StepConfig:
                       crop_padding=0 if streaming else int(config.crop_padding),
                       random_flip=False if streaming else bool(config.random_flip),
                       mean=tuple(float(v) for v in config.mean), std=tuple(float(v) for v in config.std),
-                      resize_to=0 if streaming else int(config.get("resize_to", 0)))
+                      resize_to=0 if streaming else int(config.get("resize_to", 0)),
+                      cpu_kernels=cpu_backend.resolve(config.cpu_kernels))
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from inception_jax import layers  # noqa: E402
+from inception_jax.backends import cpu_kernels  # noqa: E402
 from inception_jax.convert import convert_state_dict  # noqa: E402
 from torch_refs import rel_l2  # noqa: E402
 
@@ -45,7 +46,8 @@ def test_max_pool_matches_torch(size, k, s, p, ceil):
 @pytest.mark.parametrize("size,k,s,p,ceil", [
     (8, 2, 2, 0, False), (9, 3, 1, 1, True), (13, 3, 2, 1, True), (14, 3, 2, 0, True), (7, 3, 3, 1, True),
     (11, 2, 2, 0, False), (10, 3, 2, 1, False)])
-def test_max_pool_gradient_equals_torch_including_ties(size, k, s, p, ceil):
+@pytest.mark.parametrize("kernels", [False, True], ids=["plain", "cpu_kernels"])
+def test_max_pool_gradient_equals_torch_including_ties(size, k, s, p, ceil, kernels):
     # post-ReLU-like input: many exact ties (zeros and repeated small integers); torch
     # sends a tied window's gradient to its first maximum, so must we
     x = np.maximum(np.random.RandomState(1).randint(-3, 3, (2, size, size + 1, 3)), 0).astype(np.float32)
@@ -53,8 +55,10 @@ def test_max_pool_gradient_equals_torch_including_ties(size, k, s, p, ceil):
     out = F.max_pool2d(xt, k, s, p, ceil_mode=ceil)
     g = rand(*out.shape, seed=2)
     out.backward(torch.from_numpy(g))
-    _, vjp = jax.vjp(lambda v: layers.max_pool(v, k, s, p, ceil_mode=ceil), jnp.asarray(x))
-    (dx,) = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
+    with cpu_kernels(kernels):
+        out, vjp = jax.vjp(lambda v: layers.max_pool(v, k, s, p, ceil_mode=ceil), jnp.asarray(x))
+        (dx,) = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
+    np.testing.assert_array_equal(np.asarray(out), nhwc(F.max_pool2d(nchw(x), k, s, p, ceil_mode=ceil)))
     np.testing.assert_allclose(np.asarray(dx), nhwc(xt.grad), rtol=1e-6, atol=1e-6)
 
 
@@ -258,9 +262,11 @@ def test_global_avg_pool_is_the_spatial_mean():
 
 @pytest.mark.parametrize("cin,cout,k,stride,pad,size", [
     (3, 8, 3, 1, 1, 9), (6, 5, 1, 1, 0, 7), (4, 6, 3, 2, 0, 11), (5, 7, 5, 1, 2, 8), (4, 4, 3, 2, 1, 10)])
-def test_basic_conv_train_gradients_equal_torch(cin, cout, k, stride, pad, size):
-    # conv (GEMM filter gradient / 1x1 as dot on CPU) -> BatchNorm (closed-form
-    # gradient, batch statistics) -> ReLU, differentiated against torch's autograd
+@pytest.mark.parametrize("kernels", [False, True], ids=["plain", "cpu_kernels"])
+def test_basic_conv_train_gradients_equal_torch(cin, cout, k, stride, pad, size, kernels):
+    # conv -> BatchNorm (batch statistics) -> ReLU, differentiated against torch's
+    # autograd: JAX's autodiff, and the CPU backend (GEMM filter gradient / 1x1 as dot,
+    # closed-form BatchNorm gradient)
     x = rand(3, size, size + 1, cin)
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(cin, cout, k, stride, pad, bias=False)
@@ -281,9 +287,10 @@ def test_basic_conv_train_gradients_equal_torch(cin, cout, k, stride, pad, size)
         return module.apply({"params": params, "batch_stats": variables["batch_stats"]}, xin, train=True,
                             mutable=["batch_stats"])[0]
 
-    y, vjp = jax.vjp(f, variables["params"], jnp.asarray(x))
+    with cpu_kernels(kernels):
+        y, vjp = jax.vjp(f, variables["params"], jnp.asarray(x))
+        dparams, dx = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
     np.testing.assert_allclose(np.asarray(y), nhwc(yt), rtol=1e-4, atol=1e-5)
-    dparams, dx = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
     np.testing.assert_allclose(np.asarray(dx), nhwc(xt.grad), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(dparams["conv"]["kernel"]),
                                conv.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-4)

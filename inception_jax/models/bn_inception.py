@@ -90,7 +90,7 @@ class BNInception(nn.Module):
                 outs.append(conv_bn(y, f"{name}_pool_proj", proj, 1))
             x = jnp.concatenate(outs, axis=-1)
         x = layers.global_avg_pool(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
         return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
 
 

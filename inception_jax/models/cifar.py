@@ -50,7 +50,7 @@ class InceptionCIFAR(nn.Module):
         x = inception(x, "inception4b")
         x = layers.max_pool(x, 2)
         x = layers.global_avg_pool(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
         return layers.dense(self.num_classes, self.dtype, "fc")(x)
 
 

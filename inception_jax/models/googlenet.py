@@ -104,7 +104,8 @@ class GoogLeNet(nn.Module):
 
         def aux(y, name):
             return layers.AuxiliaryClassifier(self.num_classes, self.dropout_aux, conv=conv,
-                                              dtype=self.dtype, name=name)(y, train)
+                                              dtype=self.dtype, axis_name=self.axis_name,
+                                              name=name)(y, train)
 
         if self.transform_input:
             x = transform_imagenet_input(x)
@@ -134,7 +135,7 @@ class GoogLeNet(nn.Module):
         x = inception(x, "inception5b")
         x = layers.global_avg_pool(x)
         rate = _DEFAULT_DROPOUT[v] if self.dropout is None else self.dropout
-        x = nn.Dropout(rate, deterministic=not train)(x)
+        x = layers.Dropout(rate, self.axis_name)(x, train)
         logits = layers.dense(self.num_classes, self.dtype, "fc")(x)
         if self.aux_logits and train:
             return logits, aux1, aux2

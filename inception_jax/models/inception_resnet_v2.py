@@ -78,7 +78,7 @@ class InceptionResNetV2(nn.Module):
         x = residual(x, BLOCK8, 1.0, "block8", activate=False)
         x = c(1536, 1, name="conv2d_7b")(x, train)
         x = layers.global_avg_pool(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
         return layers.dense(self.num_classes, self.dtype, "classif")(x)
 
 

@@ -163,7 +163,7 @@ class InceptionV3(nn.Module):
         x = InceptionE(c, name="Mixed_7b")(x, train)
         x = InceptionE(c, name="Mixed_7c")(x, train)
         x = layers.global_avg_pool(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
         logits = layers.dense(self.num_classes, self.dtype, "fc")(x)
         if self.aux_logits and train:
             return logits, aux

@@ -115,7 +115,7 @@ class InceptionV4(nn.Module):
         for i, make in enumerate(blocks):
             x = make(f"features_{i}")(x, train)
         x = layers.global_avg_pool(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
         return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
 
 

@@ -1,0 +1,21 @@
+"""Platform backends: kernels measured faster on one platform, opt-in, outside the
+model blocks. Without them every model is the same plain JAX program everywhere.
+
+* ``cpu`` (:func:`cpu_kernels`): hand-written gradients for XLA:CPU. The trainer
+  turns them on when it runs on a CPU (``config.cpu_kernels="auto"``).
+
+Imported lazily: ``inception_jax.layers`` reads ``backends.dispatch`` and the CPU
+backend imports the layers.
+"""
+
+import importlib
+
+__all__ = ["cpu_kernels", "cpu", "dispatch"]
+
+
+def __getattr__(name):
+    if name in ("cpu", "dispatch"):
+        return importlib.import_module(f"inception_jax.backends.{name}")
+    if name == "cpu_kernels":
+        return importlib.import_module("inception_jax.backends.cpu").cpu_kernels
+    raise AttributeError(f"module 'inception_jax.backends' has no attribute {name!r}")
