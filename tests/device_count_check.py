@@ -17,17 +17,12 @@ import optax  # noqa: E402
 
 from inception_jax import config as config_lib  # noqa: E402
 from inception_jax import training  # noqa: E402
+from numerics import tree_rel_l2 as rel_l2  # noqa: E402
 
 STEPS = 3
 BATCH = 16
 
 
-def rel_l2(a, b):
-    """||a - b|| / ||b|| over the whole tree (float64)."""
-    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    num = sum(float(np.sum((np.float64(x) - np.float64(y)) ** 2)) for x, y in zip(la, lb))
-    den = sum(float(np.sum(np.float64(y) ** 2)) for y in lb)
-    return (num / den) ** 0.5
 
 
 def run_case(model_name, image_size, device_counts, learning_rate, steps=STEPS, **overrides):

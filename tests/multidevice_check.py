@@ -13,6 +13,7 @@ from inception_jax import config as config_lib  # noqa: E402
 from inception_jax import training  # noqa: E402
 from inception_jax.data import source  # noqa: E402
 
+from numerics import tree_rel_l2  # noqa: E402
 import reliability_worker  # noqa: E402,F401  (registers tiny_inception: compiles in seconds)
 
 
@@ -44,10 +45,7 @@ def main():
                "pmap": run(jax.devices(), "pmap")}
     out = {"devices": jax.device_count(), "losses": {k: v[0] for k, v in results.items()}}
 
-    def max_rel(a, b):  # ||a - b|| / ||b|| over the tree: near-zero leaves don't amplify rounding
-        la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-        num = sum(float(np.sum((np.float64(x) - np.float64(y)) ** 2)) for x, y in zip(la, lb))
-        return (num / sum(float(np.sum(np.float64(y) ** 2)) for y in lb)) ** 0.5
+    max_rel = tree_rel_l2  # near-zero leaves don't amplify rounding
 
     for other in ("eight", "pmap"):
         out[f"params_{other}"] = max_rel(results[other][1].params, results["one"][1].params)

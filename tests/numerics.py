@@ -1,0 +1,11 @@
+"""Numeric comparisons shared by the tests (no torch, no JAX devices touched)."""
+
+import jax
+import numpy as np
+
+
+def tree_rel_l2(a, b) -> float:
+    """||a - b|| / ||b|| over every leaf of two pytrees together (float64)."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    num = sum(float(np.sum((np.float64(x) - np.float64(y)) ** 2)) for x, y in zip(la, lb))
+    return (num / sum(float(np.sum(np.float64(y) ** 2)) for y in lb)) ** 0.5
