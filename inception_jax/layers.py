@@ -190,12 +190,18 @@ class BatchNorm(nn.Module):
             return y
         mean, var = running_mean.value, running_var.value
         mul = scale * lax.rsqrt(var + self.epsilon)
-        y = x.astype(jnp.float32) * mul + (bias - mean * mul)
+        y = x.astype(statistics_dtype(x.dtype)) * mul + (bias - mean * mul)
         return y.astype(self.dtype)
 
 
+def statistics_dtype(dtype) -> jnp.dtype:
+    """The dtype BatchNorm computes its statistics and normalisation in: float32 for
+    float32/bfloat16/float16 activations, float64 for float64 ones (x64 mode)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def batch_statistics(x: jax.Array, axis_name: Optional[str] = None):
-    """Float32 mean and biased variance over all axes but the last, across the devices
+    """Float32 (float64 for float64 input) mean and biased variance over all axes but the last, across the devices
     of ``axis_name`` if given, in one collective.
 
     Each device computes its own mean and (two-pass) variance; one ``all_gather``
@@ -205,7 +211,7 @@ def batch_statistics(x: jax.Array, axis_name: Optional[str] = None):
     mean is large against the spread.
     """
     axes = tuple(range(x.ndim - 1))
-    xf = x.astype(jnp.float32)
+    xf = x.astype(statistics_dtype(x.dtype))
     mean = jnp.mean(xf, axis=axes)
     var = jnp.mean(jnp.square(xf - mean), axis=axes)
     if axis_name is not None:
@@ -224,7 +230,7 @@ def batch_norm_train(x, scale, bias, epsilon: float, axis_name: Optional[str], d
         return replacement(x, scale, bias, epsilon, axis_name, dtype)
     mean, var = batch_statistics(x, axis_name)
     mul = scale * lax.rsqrt(var + epsilon)
-    y = (x.astype(jnp.float32) * mul + (bias - mean * mul)).astype(dtype)
+    y = (x.astype(statistics_dtype(x.dtype)) * mul + (bias - mean * mul)).astype(dtype)
     return y, mean, var
 
 
@@ -376,11 +382,14 @@ class Dropout(nn.Module):
             return jnp.zeros_like(x)
         keep = 1.0 - self.rate
         rng = self.make_rng("dropout")
+        # the mask is drawn from float32 uniforms whatever the compute dtype, so a
+        # bf16, fp32 or fp64 (x64 mode) model sees the same mask
+        p = np.float32(keep)
         if self.axis_name is None:
-            mask = jax.random.bernoulli(rng, keep, x.shape)
+            mask = jax.random.bernoulli(rng, p, x.shape)
         else:
             local = x.shape[0]
-            whole = jax.random.bernoulli(rng, keep, (local * lax.axis_size(self.axis_name),) + x.shape[1:])
+            whole = jax.random.bernoulli(rng, p, (local * lax.axis_size(self.axis_name),) + x.shape[1:])
             mask = lax.dynamic_slice_in_dim(whole, lax.axis_index(self.axis_name) * local, local, 0)
         return lax.select(mask, x / keep, jnp.zeros_like(x))
 

@@ -4,10 +4,20 @@
   products) works in eval and train mode and agrees with reverse mode;
 * the CPU kernels (``inception_jax.backends.cpu``) give the loss, gradients and
   BatchNorm statistics of the plain program;
-* bf16 compute with fp32 params gives finite gradients close to fp32's.
+* bf16 compute with fp32 params gives finite gradients close to the exact ones.
+
+Why float64 references. At initialisation, in train mode, at batch 2, these deep
+BatchNorm networks are chaotic: BatchNorm over a handful of values amplifies any
+rounding difference layer by layer. Measured 2026-12-01 (``python tests/test_platforms.py
+inception_v4`` prints it): inception_v4 at 75 px, the plain program
+in float32 vs float64 -> train-mode gradient relative L2 1.07 (noise), eval mode 1.3e-6;
+in float64 the CPU kernels vs plain differ by 3e-8. So whole-model comparisons of two
+programs are made in float64 (x64 mode), where they test the math and not the rounding,
+and bf16 is measured against that float64 gradient.
 """
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -24,29 +34,46 @@ from numerics import tree_rel_l2
 SIZES = {"bn_inception": 32, "googlenet": 32, "googlenet_cifar": 16, "googlenet_paper": 32,
          "inception_cifar": 16, "inception_resnet_v2": 75, "inception_v3": 75, "inception_v4": 75}
 BATCH = 2
+# bf16 compute vs the float64 gradient, relative L2 over the whole tree (measured
+# 2026-12-01 with this file's settings; bounds are ~2x the largest value measured):
+#  eval mode (running statistics): 0.034 (inception_v4) .. 0.064 (inception_cifar)
+#  train mode, where float32 itself agrees with float64 (inception_cifar: 1.7e-6): 0.27
+BF16_EVAL_BOUND = 0.15
+BF16_TRAIN_BOUND = {"inception_cifar": 0.5}
+
+
+def _package_models():
+    return sorted(n for n in models.list_models()
+                  if models.get_info(n).builder.__module__.startswith("inception_jax."))
 
 
 def test_every_registered_model_is_covered():
-    assert sorted(SIZES) == models.list_models()
+    assert sorted(SIZES) == _package_models()
 
 
 @functools.lru_cache(maxsize=None)
-def _case(name, dtype=jnp.float32):
+def _case(name):
     kwargs = {"aux_logits": False} if name == "inception_v3" else {}
-    model = models.create(name, num_classes=10, dtype=dtype, **kwargs)
     size = SIZES[name]
     x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, size, size, 3))
+    model = models.create(name, num_classes=10, **kwargs)
     variables = models.init(model, jax.random.PRNGKey(0), x.shape)
-    return model, variables, x
+    return kwargs, jax.device_get(variables), np.asarray(x)
 
 
-def _train_loss(model, variables, x, labels):
-    def loss(params):
+def _losses(model, variables, x, labels):
+    """(train-mode loss with the new BatchNorm statistics, eval-mode loss), as
+    functions of the params."""
+    def train(params):
         out, upd = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
                                train=True, mutable=["batch_stats"],
                                rngs={"dropout": jax.random.PRNGKey(2)})
         return combined_loss(out, labels, 0.3, 0.0)[0], upd["batch_stats"]
-    return loss
+
+    def evaluate(params):
+        out = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x)
+        return combined_loss(out, labels, 0.3, 0.0)[0]
+    return train, evaluate
 
 
 def _tree_dot(a, b):
@@ -59,46 +86,90 @@ def _random_like(tree, seed):
     return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
 
-@pytest.mark.parametrize("name", sorted(SIZES))
-def test_forward_mode_autodiff_agrees_with_reverse_mode(name):
-    model, v, x = _case(name)
-    labels = jnp.arange(BATCH) % 10
-    loss = _train_loss(model, v, x, labels)
-    t_x = jax.random.normal(jax.random.PRNGKey(3), x.shape)
-    u = jax.random.normal(jax.random.PRNGKey(4), (BATCH, 10))
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+def _run(name, dtype, kernels, forward_mode=False):
+    """The train-mode (loss, gradient, BatchNorm statistics) and eval-mode gradient of
+    ``name`` computed in ``dtype`` (params in float32, or float64 for a float64 model),
+    with or without the CPU kernels; with ``forward_mode`` also the directional
+    derivatives of both losses along a random direction, by ``jax.jvp``."""
+    kwargs, v, x = _case(name)
+    wide = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    model = models.create(name, num_classes=10, dtype=dtype, **kwargs)
+    v, x = _cast(v, wide), jnp.asarray(x, wide)
+    train, evaluate = _losses(model, v, x, jnp.arange(BATCH) % 10)
     t_p = _random_like(v["params"], 5)
 
-    def f(x):
-        return model.apply(v, x)
-
-    # every forward-mode tool traces (a custom_vjp anywhere would raise here): jacfwd,
-    # linearize and Hessian-vector products (jvp of grad) in train mode
-    jax.eval_shape(lambda x: jax.jacfwd(lambda s: f(x + s * t_x))(0.0), x)
-    jax.eval_shape(lambda x: jax.linearize(f, x)[1](t_x), x)
-    jax.eval_shape(lambda p: jax.jvp(jax.grad(lambda p: loss(p)[0]), (p,), (t_p,)), v["params"])
-
     @jax.jit
-    def run(params, x):
-        y, jvp_eval = jax.jvp(f, (x,), (t_x,))                                  # eval mode
-        vjp_eval = jax.vjp(f, x)[1](u)[0]
-        (l0, _), (jvp_train, _) = jax.jvp(loss, (params,), (t_p,))             # train mode
-        grad = jax.grad(lambda p: loss(p)[0])(params)
-        return dict(jvp_eval=jnp.vdot(u, jvp_eval), vjp_eval=jnp.vdot(vjp_eval, t_x),
-                    jvp_train=jvp_train, grad_t=_tree_dot(grad, t_p), loss=l0)
+    def run(params):
+        (loss, stats), grad = jax.value_and_grad(train, has_aux=True)(params)
+        out = dict(loss=loss, grad=grad, stats=stats, eval_grad=jax.grad(evaluate)(params))
+        if forward_mode:
+            out["jvp_train"] = jax.jvp(lambda p: train(p)[0], (params,), (t_p,))[1]
+            out["jvp_eval"] = jax.jvp(evaluate, (params,), (t_p,))[1]
+            out["grad_t"], out["eval_grad_t"] = _tree_dot(grad, t_p), _tree_dot(out["eval_grad"], t_p)
+        return out
 
-    r = jax.device_get(run(v["params"], x))
-    assert np.isfinite(r["loss"])
-    # <u, J t> (forward) = <J^T u, t> (reverse), eval mode
-    np.testing.assert_allclose(r["jvp_eval"], r["vjp_eval"], rtol=1e-4)
-    # train mode (batch statistics, dropout): the loss's directional derivative, both modes
-    np.testing.assert_allclose(r["jvp_train"], r["grad_t"], rtol=1e-4)
+    with cpu_kernels(kernels):
+        return jax.device_get(run(v["params"]))
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_every_model_differentiates_forward_and_reverse_with_and_without_cpu_kernels(name):
+    """One test per model, so each model's programs compile once (CPU compile time
+    dominates): float64 plain (reverse and forward mode), float64 with the CPU kernels,
+    and bf16."""
+    with jax.enable_x64(True):
+        plain = _run(name, jnp.float64, False, forward_mode=True)
+        kernel = _run(name, jnp.float64, True)
+    bf16 = _run(name, jnp.bfloat16, False)
+
+    # forward mode = reverse mode: d/ds loss(p + s t) by jvp equals <grad, t>, both modes
+    assert abs(plain["grad_t"]) > 0 and abs(plain["eval_grad_t"]) > 0
+    np.testing.assert_allclose(plain["jvp_train"], plain["grad_t"], rtol=1e-6)
+    np.testing.assert_allclose(plain["jvp_eval"], plain["eval_grad_t"], rtol=1e-6)
+
+    # the CPU kernels compute the plain program's loss, gradients and BatchNorm statistics
+    np.testing.assert_allclose(kernel["loss"], plain["loss"], rtol=1e-5)
+    assert tree_rel_l2(kernel["grad"], plain["grad"]) < 1e-5, tree_rel_l2(kernel["grad"], plain["grad"])
+    assert tree_rel_l2(kernel["stats"], plain["stats"]) < 1e-5, tree_rel_l2(kernel["stats"], plain["stats"])
+
+    # bf16 compute, fp32 params: finite float32 gradients, within the measured tolerance
+    # of the exact gradient (train mode only where float32 itself is not chaotic, see top)
+    leaves = jax.tree_util.tree_leaves((bf16["grad"], bf16["eval_grad"]))
+    assert all(leaf.dtype == np.float32 and np.isfinite(leaf).all() for leaf in leaves)
+    eval_err = tree_rel_l2(bf16["eval_grad"], plain["eval_grad"])
+    train_err = tree_rel_l2(bf16["grad"], plain["grad"])
+    print(f"bf16 vs float64 gradient, {name}: eval {eval_err:.4f}, train {train_err:.4f}")
+    assert eval_err < BF16_EVAL_BOUND, eval_err
+    if name in BF16_TRAIN_BOUND:
+        assert train_err < BF16_TRAIN_BOUND[name], train_err
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_forward_mode_tools_trace_for_every_model(name):
+    """jacfwd, linearize, Hessian-vector products (jvp of grad) and the eval-mode jvp
+    wrt the input trace in train and eval mode (a custom_vjp anywhere would raise)."""
+    kwargs, v, x = _case(name)
+    model = models.create(name, num_classes=10, **kwargs)
+    train, _ = _losses(model, v, x, jnp.arange(BATCH) % 10)
+    t_p = _random_like(v["params"], 5)
+    f = lambda x: model.apply(v, x)  # noqa: E731
+    shape = jax.eval_shape(lambda x: jax.jvp(f, (x,), (x,))[1], x)
+    assert shape.shape == (BATCH, 10)
+    jax.eval_shape(lambda x: jax.jacfwd(lambda s: f(x * s))(1.0), x)
+    jax.eval_shape(lambda x: jax.linearize(f, x)[1](x), x)
+    hvp = jax.eval_shape(lambda p: jax.jvp(jax.grad(lambda p: train(p)[0]), (p,), (t_p,))[1], v["params"])
+    assert jax.tree_util.tree_structure(hvp) == jax.tree_util.tree_structure(v["params"])
 
 
 @pytest.mark.parametrize("name", ["inception_cifar", "googlenet"])
 def test_jacfwd_linearize_and_symmetric_hessian_vector_products(name):
-    model, v, x = _case(name)
-    labels = jnp.arange(BATCH) % 10
-    loss = _train_loss(model, v, x, labels)
+    kwargs, v, x = _case(name)
+    model = models.create(name, num_classes=10, **kwargs)
+    train, _ = _losses(model, v, x, jnp.arange(BATCH) % 10)
     t_x = jax.random.normal(jax.random.PRNGKey(3), x.shape)
     t_p, s_p = _random_like(v["params"], 5), _random_like(v["params"], 6)
 
@@ -108,7 +179,7 @@ def test_jacfwd_linearize_and_symmetric_hessian_vector_products(name):
         jvp_full = jax.jvp(f, (x,), (t_x,))[1]
         jac = jax.jacfwd(lambda s: f(x + s * t_x))(0.0)                # d f(x + s t) / ds
         lin = jax.linearize(f, x)[1](t_x)
-        g = jax.grad(lambda p: loss(p)[0])
+        g = jax.grad(lambda p: train(p)[0])
         hvp_t, hvp_s = jax.jvp(g, (params,), (t_p,))[1], jax.jvp(g, (params,), (s_p,))[1]
         return dict(jvp=jvp_full, jac=jac, lin=lin, s_h_t=_tree_dot(s_p, hvp_t),
                     t_h_s=_tree_dot(t_p, hvp_s))
@@ -121,34 +192,20 @@ def test_jacfwd_linearize_and_symmetric_hessian_vector_products(name):
     np.testing.assert_allclose(r["s_h_t"], r["t_h_s"], rtol=1e-2)
 
 
-@pytest.mark.parametrize("name", sorted(SIZES))
-def test_cpu_kernels_and_bf16_against_the_plain_fp32_program(name):
-    model, v, x = _case(name)
-    model16 = _case(name, jnp.bfloat16)[0]
-    labels = jnp.arange(BATCH) % 10
+def main():
+    """Prints, per model, how far float32 and bf16 gradients are from float64's and how
+    far the float64 CPU kernels are from plain (the numbers quoted above)."""
+    for name in sys.argv[1:] or sorted(SIZES):
+        with jax.enable_x64(True):
+            exact = _run(name, jnp.float64, False)
+            kernel = _run(name, jnp.float64, True)
+        f32, bf16 = _run(name, jnp.float32, False), _run(name, jnp.bfloat16, False)
+        print(f"{name}: float64 kernels vs plain: grad {tree_rel_l2(kernel['grad'], exact['grad']):.2e}; "
+              f"float32 vs float64: train {tree_rel_l2(f32['grad'], exact['grad']):.2e}, "
+              f"eval {tree_rel_l2(f32['eval_grad'], exact['eval_grad']):.2e}; "
+              f"bf16 vs float64: train {tree_rel_l2(bf16['grad'], exact['grad']):.3f}, "
+              f"eval {tree_rel_l2(bf16['eval_grad'], exact['eval_grad']):.3f}", flush=True)
 
-    def grads(m, kernels):
-        with cpu_kernels(kernels):
-            fn = jax.jit(jax.value_and_grad(_train_loss(m, v, x, labels), has_aux=True))
-            (loss, stats), g = fn(v["params"])
-        return jax.device_get((loss, g, stats))
 
-    plain, kernel, bf16 = grads(model, False), grads(model, True), grads(model16, False)
-
-    # the CPU kernels: loss, gradients and BatchNorm statistics of the plain program
-    np.testing.assert_allclose(kernel[0], plain[0], rtol=1e-5)
-    assert tree_rel_l2(kernel[1], plain[1]) < 1e-5, tree_rel_l2(kernel[1], plain[1])
-    assert tree_rel_l2(kernel[2], plain[2]) < 1e-5, tree_rel_l2(kernel[2], plain[2])
-    # bf16 compute, fp32 params: finite fp32 gradients pointing the way fp32's do. At batch
-    # 2, BatchNorm over bf16 activations is coarse: relative L2 0.27 for inception_cifar
-    # (measured 2026-12-01); the other models' values are printed (-s) and not yet
-    # measured, so the bounds are loose: a bf16 path that is broken (NaN, wrong sign or
-    # scale) still fails them
-    assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(bf16[1]))
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(bf16[1]))
-    flat16 = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(bf16[1])]).astype(np.float64)
-    flat32 = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(plain[1])]).astype(np.float64)
-    cosine = flat16 @ flat32 / (np.linalg.norm(flat16) * np.linalg.norm(flat32))
-    print(f"bf16 vs fp32 gradient {name}: relative L2 {tree_rel_l2(bf16[1], plain[1]):.4f}, cosine {cosine:.4f}")
-    assert tree_rel_l2(bf16[1], plain[1]) < 1.0, tree_rel_l2(bf16[1], plain[1])
-    assert cosine > 0.5, cosine
+if __name__ == "__main__":
+    main()

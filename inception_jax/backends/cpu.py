@@ -152,7 +152,7 @@ def _bn_forward(x, scale, bias, epsilon, axis_name, dtype):
     mean, var = layers.batch_statistics(x, axis_name)
     rstd = lax.rsqrt(var + epsilon)
     mul = scale * rstd
-    y = (x.astype(jnp.float32) * mul + (bias - mean * mul)).astype(dtype)
+    y = (x.astype(layers.statistics_dtype(x.dtype)) * mul + (bias - mean * mul)).astype(dtype)
     return (y, mean, var), (x, mean, rstd, scale)
 
 
@@ -170,9 +170,10 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon, axis_name, dtype):
 
 def _batch_norm_train_bwd(epsilon, axis_name, dtype, residuals, cotangents):
     x, mean, rstd, scale = residuals
-    g = cotangents[0].astype(jnp.float32)
+    wide = layers.statistics_dtype(x.dtype)
+    g = cotangents[0].astype(wide)
     axes = tuple(range(x.ndim - 1))
-    xhat = (x.astype(jnp.float32) - mean) * rstd
+    xhat = (x.astype(wide) - mean) * rstd
     sum_g = jnp.sum(g, axis=axes)
     sum_gx = jnp.sum(g * xhat, axis=axes)
     count = math.prod(x.shape[:-1])
@@ -213,7 +214,7 @@ def _filter_grad_gemm(x, g, kernel_shape, strides, padding):
     cols = jnp.concatenate([xp[:, :, j:j + sw * (ow - 1) + 1:sw] for j in range(kw)], axis=-1)
     g2 = g.reshape(-1, cout)
     rows = [lax.dot_general(cols[:, i:i + sh * (oh - 1) + 1:sh].reshape(-1, kw * cin), g2,
-                            (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+                            (((0,), (0,)), ((), ())), preferred_element_type=layers.statistics_dtype(x.dtype))
             for i in range(kh)]
     return jnp.stack(rows).reshape(kh, kw, cin, cout)
 
