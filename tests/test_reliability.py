@@ -72,7 +72,7 @@ def tmp_dirs(workdir):
 
 # --- crash anywhere, preemption -----------------------------------------------------
 
-TOTAL = 40
+TOTAL = 60  # enough steps that the plan of 10 kills + 3 stops never runs out of them
 
 
 def test_killed_and_preempted_run_finishes_equal_to_an_uninterrupted_one(tmp_path, xla_cache):
