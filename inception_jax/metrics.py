@@ -1,135 +1,63 @@
 """What the user sees: a progress line, the per-epoch line in the design doc's format,
-metrics as JSON lines and TensorBoard event files (written without TensorFlow), and
-a PNG of the curves at the end."""
+metrics as JSON lines, TensorBoard event files (tensorboardX, no TensorFlow) and a
+PNG of the curves (matplotlib) at the end."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import struct
 import sys
 import time
 from typing import Dict, List, Optional
 
 # ----------------------------------------------------------------------------
-# TensorBoard event files: TFRecord framing + a hand-encoded Event protobuf
+# TensorBoard event files and the curves plot
 # ----------------------------------------------------------------------------
-
-_CRC_TABLE = []
-for _i in range(256):
-    _c = _i
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _CRC_TABLE.append(_c)
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), the checksum TFRecord files use."""
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def encode_event(wall_time: float, step: int, scalars: Optional[Dict[str, float]] = None,
-                 file_version: Optional[str] = None) -> bytes:
-    """A ``tensorflow.Event`` message with scalar summaries, protobuf-encoded."""
-    msg = b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step)
-    if file_version is not None:
-        msg += _field_bytes(3, file_version.encode())
-    if scalars:
-        values = b"".join(
-            _field_bytes(1, _field_bytes(1, tag.encode()) + b"\x15" + struct.pack("<f", float(v)))
-            for tag, v in scalars.items())
-        msg += _field_bytes(5, values)
-    return msg
-
-
-def tfrecord(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", _masked_crc(header)) + data + struct.pack("<I", _masked_crc(data))
 
 
 class EventWriter:
+    """Scalars for TensorBoard, written by tensorboardX's SummaryWriter."""
+
     def __init__(self, logdir: str):
-        os.makedirs(logdir, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-        self.path = os.path.join(logdir, name)
-        self._f = open(self.path, "ab")
-        self._f.write(tfrecord(encode_event(time.time(), 0, file_version="brain.Event:2")))
-        self._f.flush()
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(logdir, flush_secs=10)
 
     def scalars(self, step: int, values: Dict[str, float]) -> None:
-        self._f.write(tfrecord(encode_event(time.time(), step, values)))
-        self._f.flush()
+        for tag, value in values.items():
+            self._writer.add_scalar(tag, float(value), step)
 
     def close(self) -> None:
-        self._f.close()
+        self._writer.close()
 
 
-# ----------------------------------------------------------------------------
-# A small PNG plot with pillow
-# ----------------------------------------------------------------------------
+# (record key, label) per panel; accuracies are plotted in percent
+_PANELS = (("loss", (("train_loss", "train"), ("eval_loss", "eval"))),
+           ("accuracy (%)", (("train_accuracy", "train"), ("eval_accuracy", "eval"))),
+           ("learning rate", (("learning_rate", "learning rate"),)))
 
 
 def plot_curves(history: List[dict], path: str) -> None:
-    """Train loss (left) and train/test accuracy (right) per epoch, as a PNG."""
-    from PIL import Image, ImageDraw
+    """Train and eval loss, train and eval accuracy and the learning rate per epoch
+    (the epoch records of metrics.jsonl), as a PNG with axes and legends."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or state
+    from matplotlib.ticker import MaxNLocator
 
-    w, h, pad = 900, 380, 50
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    epochs = [r["epoch"] for r in history]
-    panels = [("train loss", [("train_loss", (200, 40, 40))]),
-              ("accuracy %", [("train_accuracy", (40, 40, 200)), ("eval_accuracy", (30, 150, 30))])]
-    for p, (title, series) in enumerate(panels):
-        x0, x1 = pad + p * w // 2, (p + 1) * w // 2 - 20
-        y0, y1 = 30, h - pad
-        draw.rectangle([x0, y0, x1, y1], outline="black")
-        draw.text((x0, 10), title + "  (" + ", ".join(s for s, _ in series) + ")", fill="black")
-        vals = [r[k] * (100 if "acc" in k else 1) for k, _ in series for r in history
-                if r.get(k) is not None]
-        if not vals or len(epochs) < 1:
-            continue
-        lo, hi = min(vals), max(vals)
-        hi = hi if hi > lo else lo + 1
-        e_lo, e_hi = min(epochs), max(max(epochs), min(epochs) + 1)
-        draw.text((x0 - 45, y0), f"{hi:.3g}", fill="black")
-        draw.text((x0 - 45, y1 - 10), f"{lo:.3g}", fill="black")
-        draw.text((x0, y1 + 5), f"epoch {e_lo}", fill="black")
-        draw.text((x1 - 60, y1 + 5), f"epoch {e_hi}", fill="black")
-        for key, colour in series:
-            pts = [(x0 + (r["epoch"] - e_lo) / (e_hi - e_lo) * (x1 - x0),
-                    y1 - ((r[key] * (100 if "acc" in key else 1)) - lo) / (hi - lo) * (y1 - y0))
-                   for r in history if r.get(key) is not None]
-            if len(pts) > 1:
-                draw.line(pts, fill=colour, width=2)
-            for x, y in pts:
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-    img.save(path)
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(_PANELS))
+    for ax, (title, series) in zip(axes, _PANELS):
+        for key, label in series:
+            points = [(r["epoch"], r[key] * (100 if "accuracy" in key else 1))
+                      for r in history if r.get(key) is not None and r[key] == r[key]]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.savefig(path, dpi=100)
 
 
 # ----------------------------------------------------------------------------
