@@ -7,6 +7,7 @@
 Re-running with the same workdir resumes from its latest checkpoint.
 """
 
+import difflib
 import os
 import sys
 
@@ -22,6 +23,55 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"],
                   "train (resuming if possible) or eval: evaluate the workdir's best checkpoint.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _unknown_override(argv):
+    """(key, closest known keys, config file) for the first ``--config.KEY=`` the config file does
+    not define, or None."""
+    import importlib.util
+
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None and "--config" in argv[:-1]:
+        path = argv[argv.index("--config") + 1]
+    if path is None:
+        return None
+    path, _, arg = path.partition(":")
+    spec = importlib.util.spec_from_file_location("_train_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception:  # noqa: BLE001 (the flag parser reports a broken config file itself)
+        return None
+    for a in argv:
+        if not a.startswith("--config."):
+            continue
+        node, prefix = config, []
+        for part in a[len("--config."):].split("=", 1)[0].split("."):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                close = difflib.get_close_matches(part, keys, n=3)
+                return ".".join(prefix + [part]), [".".join(prefix + [k]) for k in close], path
+            node, prefix = node[part], prefix + [part]
+    return None
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with one line (exit 2) for an unknown ``--config.KEY``
+    instead of ml_collections' traceback."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError):
+        unknown = _unknown_override(argv)
+        if unknown is None:
+            raise
+        key, close, path = unknown
+        hint = f"did you mean {' or '.join(close)}?" if close else f"{path} lists the keys"
+        print(f"error: --config.{key}: no such config key; {hint}", file=sys.stderr)
+        sys.exit(2)
+    except flags.Error as e:
+        print(f"error: {e}\n(python train.py --help lists the flags)", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv):
@@ -72,4 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

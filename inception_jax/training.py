@@ -612,6 +612,8 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     logger = metrics_lib.MetricsLogger(workdir, total_steps, config.batch_size,
                                        resumed=start_step > 0, write_files=main_process,
                                        quiet=not main_process)
+    if start_step >= total_steps:
+        return _already_complete(config, workdir, state, runner, data, logger, start_step, total_steps)
     if start_step > 0:
         logger.line(f"Resumed from step {start_step}")
     if data.skipped:
@@ -682,6 +684,29 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     return {"step": step, "eval_accuracy": last_eval.get("accuracy"),
             "eval_loss": last_eval.get("loss"), "state": runner.unreplicate(state),
             "stopped_by": stopped_by}
+
+
+def _already_complete(config, workdir, state, runner, data, logger, step, total_steps):
+    """A rerun on a finished workdir: says so and prints the final metrics (the last
+    epoch's, or an evaluation of the final state if metrics.jsonl is gone)."""
+    try:
+        last = logger.history[-1] if logger.history else None
+        if last is None:
+            ev = data.evaluate(state)
+            metrics = f"Test Acc: {100 * ev['accuracy']:.2f}%, Test Loss: {ev['loss']:.4f}"
+            accuracy, loss = ev["accuracy"], ev["loss"]
+        else:
+            metrics = (f"Epoch {last['epoch']}: Train Loss: {last['train_loss']:.4f}, Train Acc: "
+                       f"{100 * last['train_accuracy']:.2f}%, Test Acc: {100 * last['eval_accuracy']:.2f}%")
+            accuracy, loss = last["eval_accuracy"], last["eval_loss"]
+        logger.line(f"Training in {workdir} is already complete (step {step} of {total_steps}); "
+                    "raise num_epochs or num_train_steps to train further")
+        logger.line(f"Final metrics: {metrics}")
+    finally:
+        data.close()
+        logger.close()
+    return {"step": step, "eval_accuracy": accuracy, "eval_loss": loss,
+            "state": runner.unreplicate(state), "stopped_by": None}
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):
