@@ -17,11 +17,14 @@ from ml_collections import config_flags
 from inception_jax import hostmem
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"],
-                  "train (resuming if possible) or eval: evaluate the workdir's best checkpoint.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval"],
+    "train (resuming if possible) or eval: evaluate the workdir's best checkpoint.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -47,7 +50,7 @@ def _unknown_override(argv):
         if not a.startswith("--config."):
             continue
         node, prefix = config, []
-        for part in a[len("--config."):].split("=", 1)[0].split("."):
+        for part in a[len("--config.") :].split("=", 1)[0].split("."):
             keys = list(node.keys()) if hasattr(node, "keys") else []
             if part not in keys:
                 close = difflib.get_close_matches(part, keys, n=3)
@@ -94,10 +97,12 @@ def main(argv):
     if "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env:
         # launched by hand, one process per host: JAX_COORDINATOR_ADDRESS=host0:port,
         # JAX_NUM_PROCESSES=N, JAX_PROCESS_ID=i
-        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
-                                   int(env.get("JAX_PROCESS_ID", "0")))
-    elif any(k in env for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",
-                                "OMPI_COMM_WORLD_SIZE")) or env.get("TPU_WORKER_HOSTNAMES"):
+        jax.distributed.initialize(
+            env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]), int(env.get("JAX_PROCESS_ID", "0"))
+        )
+    elif any(
+        k in env for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE")
+    ) or env.get("TPU_WORKER_HOSTNAMES"):
         jax.distributed.initialize()  # launched by a cluster manager: it tells JAX the rest
     hostmem.follow(config.cpu_kernels, jax_started=True)
     if config.compilation_cache_dir:

@@ -38,8 +38,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))  # torch reference builders
 def _versions(framework):
     if framework == "inception_jax":
         import jax
+
         return {"jax": jax.__version__}
     import torch
+
     return {"torch": torch.__version__}
 
 
@@ -59,8 +61,7 @@ def bench_jax(name, batch, size, steps, warmup, half):
     model = training.build_model(c, num_classes)
     tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
     state = training.create_train_state(model, jax.random.PRNGKey(0), size, tx)
-    runner = training.Runner(model, training.step_config(c, streaming=True), "shard_map",
-                             streaming=True)
+    runner = training.Runner(model, training.step_config(c, streaming=True), "shard_map", streaming=True)
     state = runner.put_replicated(state)
     rng = np.random.RandomState(0)
     images = runner.put_local_batch(rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8))
@@ -80,18 +81,27 @@ def bench_jax(name, batch, size, steps, warmup, half):
             times.append(time.perf_counter() - t)
     step = statistics.median(times)
     macs = count_macs(models.create(name), size)
-    return {"framework": "inception_jax", "step_ms": 1e3 * step, "img_per_s": batch / step,
-            "compile_s": compile_s, "device": str(jax.devices()[0].device_kind),
-            "dtype": "bfloat16" if half else "float32", "train_gflop_per_img": 6 * macs / 1e9}
+    return {
+        "framework": "inception_jax",
+        "step_ms": 1e3 * step,
+        "img_per_s": batch / step,
+        "compile_s": compile_s,
+        "device": str(jax.devices()[0].device_kind),
+        "dtype": "bfloat16" if half else "float32",
+        "train_gflop_per_img": 6 * macs / 1e9,
+    }
 
 
 def _torch_model(name):
     import torch_refs
+
     if name == "inception_cifar":
         from design_doc_torch import InceptionCIFAR
+
         return InceptionCIFAR()
     if name == "googlenet_paper":
         from design_doc_torch import GoogLeNet
+
         return GoogLeNet()
     kw = {"aux_logits": True} if name in ("googlenet", "inception_v3") else {}
     return torch_refs.build(name, **kw)
@@ -141,10 +151,14 @@ def bench_torch(name, batch, size, steps, warmup, compile_model):
         if i >= warmup:
             times.append(time.perf_counter() - t)
     s = statistics.median(times)
-    return {"framework": "torch-compile" if compile_model else "torch", "step_ms": 1e3 * s,
-            "img_per_s": batch / s, "compile_s": compile_s,
-            "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "dtype": "bfloat16" if cuda else "float32"}
+    return {
+        "framework": "torch-compile" if compile_model else "torch",
+        "step_ms": 1e3 * s,
+        "img_per_s": batch / s,
+        "compile_s": compile_s,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "dtype": "bfloat16" if cuda else "float32",
+    }
 
 
 def _run_one(args, name, size, framework):
@@ -155,14 +169,25 @@ def _run_one(args, name, size, framework):
     caches or GPU memory."""
     import subprocess
 
-    spec = {"model": name, "batch_size": args.batch_size, "image_size": size, "steps": args.steps,
-            "warmup": args.warmup, "framework": framework, "torch_malloc": args.torch_malloc}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(spec)],
-                          stdout=subprocess.PIPE, text=True)
+    spec = {
+        "model": name,
+        "batch_size": args.batch_size,
+        "image_size": size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "framework": framework,
+        "torch_malloc": args.torch_malloc,
+    }
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--one", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        print(f"{framework} {name}: failed (exit code {proc.returncode}); its error is above",
-              file=sys.stderr)
+        print(
+            f"{framework} {name}: failed (exit code {proc.returncode}); its error is above", file=sys.stderr
+        )
         return None
     return json.loads(lines[-1])
 
@@ -174,22 +199,37 @@ def _one(spec):
     malloc = "default"
     if tuned:
         from inception_jax import hostmem
+
         malloc = "tuned" if hostmem.reuse_freed_memory() else "default"
     name, batch, size, warmup = spec["model"], spec["batch_size"], spec["image_size"], spec["warmup"]
     if framework == "inception_jax":
         import jax
+
         on_gpu = jax.devices()[0].platform == "gpu"
         r = bench_jax(name, batch, size, spec["steps"] or (30 if on_gpu else 10), warmup, half=on_gpu)
     else:
         import torch
+
         on_gpu = torch.cuda.is_available()
         if framework == "torch-compile" and not on_gpu:
             print(json.dumps({"skipped": "torch.compile is measured on GPU only"}))
             return
-        r = bench_torch(name, batch, size, spec["steps"] or (30 if on_gpu else 10), warmup,
-                        framework == "torch-compile")
-    print(json.dumps({"model": name, "batch_size": batch, "image_size": size, **_versions(framework),
-                      "date": time.strftime("%Y-%m-%d"), "host_malloc": malloc, **r}))
+        r = bench_torch(
+            name, batch, size, spec["steps"] or (30 if on_gpu else 10), warmup, framework == "torch-compile"
+        )
+    print(
+        json.dumps(
+            {
+                "model": name,
+                "batch_size": batch,
+                "image_size": size,
+                **_versions(framework),
+                "date": time.strftime("%Y-%m-%d"),
+                "host_malloc": malloc,
+                **r,
+            }
+        )
+    )
 
 
 def main(argv=None):
@@ -205,11 +245,19 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=0, help="timed steps (default 30 on GPU, 10 on CPU)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--frameworks", default="inception_jax,torch,torch-compile")
-    p.add_argument("--torch-malloc", choices=["default", "tuned"], default="default",
-                   help="tuned: give PyTorch's process the malloc setting train.py gives JAX's "
-                        "(inception_jax/hostmem.py)")
-    p.add_argument("--peak-tflops", type=float, default=0.0,
-                   help="device peak for model FLOP utilisation (e.g. 989 for H100/H200 bf16 dense)")
+    p.add_argument(
+        "--torch-malloc",
+        choices=["default", "tuned"],
+        default="default",
+        help="tuned: give PyTorch's process the malloc setting train.py gives JAX's "
+        "(inception_jax/hostmem.py)",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=0.0,
+        help="device peak for model FLOP utilisation (e.g. 989 for H100/H200 bf16 dense)",
+    )
     p.add_argument("--json", default="", help="write the records here")
     args = p.parse_args(argv)
 
@@ -238,16 +286,22 @@ def main(argv=None):
                 r["achieved_tflops"] = r["img_per_s"] * gflop / 1e3
                 if args.peak_tflops:
                     r["mfu"] = r["achieved_tflops"] / args.peak_tflops
-    print(f"{'framework':<15}{'model':<20}{'batch':>6}{'size':>6}{'img/s':>11}{'step ms':>9}"
-          f"{'compile s':>10}{'TFLOP/s':>9}  {'malloc':<8}device")
+    print(
+        f"{'framework':<15}{'model':<20}{'batch':>6}{'size':>6}{'img/s':>11}{'step ms':>9}"
+        f"{'compile s':>10}{'TFLOP/s':>9}  {'malloc':<8}device"
+    )
     for r in records:
-        print(f"{r['framework']:<15}{r['model']:<20}{r['batch_size']:>6}{r['image_size']:>6}"
-              f"{r['img_per_s']:>11,.0f}{r['step_ms']:>9.1f}{r['compile_s']:>10.1f}"
-              f"{r.get('achieved_tflops', float('nan')):>9.2f}  {r['host_malloc']:<8}{r['device']}")
+        print(
+            f"{r['framework']:<15}{r['model']:<20}{r['batch_size']:>6}{r['image_size']:>6}"
+            f"{r['img_per_s']:>11,.0f}{r['step_ms']:>9.1f}{r['compile_s']:>10.1f}"
+            f"{r.get('achieved_tflops', float('nan')):>9.2f}  {r['host_malloc']:<8}{r['device']}"
+        )
     for name in args.model.split(","):
         jx = [r for r in records if r["model"] == name and r["framework"] == "inception_jax"]
-        best_torch = max((r["img_per_s"] for r in records
-                          if r["model"] == name and r["framework"] != "inception_jax"), default=None)
+        best_torch = max(
+            (r["img_per_s"] for r in records if r["model"] == name and r["framework"] != "inception_jax"),
+            default=None,
+        )
         if jx and best_torch:
             print(f"{name}: inception_jax / best PyTorch = {jx[0]['img_per_s'] / best_torch:.2f}x")
     if args.json:

@@ -77,8 +77,10 @@ def main(argv=None) -> int:
         config[key] = _parse_value(value)
     workdir = args.workdir or tempfile.mkdtemp(prefix="tta_")
     if os.path.isdir(os.path.join(workdir, "checkpoints")):
-        print(f"error: --workdir {workdir!r} already holds a run; the clock must start from scratch",
-              file=sys.stderr)
+        print(
+            f"error: --workdir {workdir!r} already holds a run; the clock must start from scratch",
+            file=sys.stderr,
+        )
         return 2
     try:
         out = training.train_and_evaluate(config, workdir)
@@ -91,26 +93,43 @@ def main(argv=None) -> int:
         for line in f:
             rec = json.loads(line)
             if rec.get("kind") == "epoch":
-                epochs.append({"epoch": rec["epoch"], "wall_s": rec["time"] - T0,
-                               "eval_accuracy": rec["eval_accuracy"], "train_loss": rec["train_loss"]})
+                epochs.append(
+                    {
+                        "epoch": rec["epoch"],
+                        "wall_s": rec["time"] - T0,
+                        "eval_accuracy": rec["eval_accuracy"],
+                        "train_loss": rec["train_loss"],
+                    }
+                )
     print(f"\n{'epoch':>5} {'wall s':>8} {'eval acc':>9}")
     for e in epochs:
         print(f"{e['epoch']:>5} {e['wall_s']:>8.1f} {100 * e['eval_accuracy']:>8.2f}%")
     hit = next((e for e in epochs if e["eval_accuracy"] >= args.target), None)
     dev = jax.devices()[0]
-    result = {"config": os.path.relpath(args.config, ROOT), "target": args.target,
-              "reached": hit is not None, "time_to_target_s": hit["wall_s"] if hit else None,
-              "epoch_reached": hit["epoch"] if hit else None,
-              "final_eval_accuracy": out["eval_accuracy"], "total_wall_s": t_end - T0,
-              "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
-              "warm_cache": bool(args.warm_cache), "epochs": epochs,
-              "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__}
+    result = {
+        "config": os.path.relpath(args.config, ROOT),
+        "target": args.target,
+        "reached": hit is not None,
+        "time_to_target_s": hit["wall_s"] if hit else None,
+        "epoch_reached": hit["epoch"] if hit else None,
+        "final_eval_accuracy": out["eval_accuracy"],
+        "total_wall_s": t_end - T0,
+        "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
+        "warm_cache": bool(args.warm_cache),
+        "epochs": epochs,
+        "date": time.strftime("%Y-%m-%d"),
+        "jax": jax.__version__,
+    }
     if hit:
-        print(f"reached {100 * args.target:.2f}% at epoch {hit['epoch']} after {hit['wall_s']:.1f} s "
-              f"(from script start; data loading and compilation included) on {result['device']}")
+        print(
+            f"reached {100 * args.target:.2f}% at epoch {hit['epoch']} after {hit['wall_s']:.1f} s "
+            f"(from script start; data loading and compilation included) on {result['device']}"
+        )
     else:
-        print(f"did not reach {100 * args.target:.2f}%: final {100 * out['eval_accuracy']:.2f}% after "
-              f"{t_end - T0:.1f} s on {result['device']}")
+        print(
+            f"did not reach {100 * args.target:.2f}%: final {100 * out['eval_accuracy']:.2f}% after "
+            f"{t_end - T0:.1f} s on {result['device']}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -22,7 +22,7 @@ from inception_jax.config import base_config
 def get_config():
     c = base_config()
     c.model = "googlenet_cifar"
-    c.model_kwargs.aux_logits = False     # aux heads cost time and do not help at this length
+    c.model_kwargs.aux_logits = False  # aux heads cost time and do not help at this length
     c.dataset = "cifar10"
     c.num_classes = 10
     c.batch_size = 512

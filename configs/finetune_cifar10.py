@@ -29,14 +29,14 @@ from inception_jax.config import base_config
 def get_config():
     c = base_config()
     c.model = "googlenet"
-    c.model_kwargs.transform_input = True   # torchvision's pretrained GoogLeNet expects it
+    c.model_kwargs.transform_input = True  # torchvision's pretrained GoogLeNet expects it
     c.model_kwargs.aux_logits = True
     c.init_from = "~/.cache/torch/hub/checkpoints/googlenet-1378be20.pth"
     c.dataset = "cifar10"
     c.num_classes = 10
     c.image_size = 32
     c.resize_to = 224
-    c.mean = (0.485, 0.456, 0.406)           # ImageNet's, as the weights were trained with
+    c.mean = (0.485, 0.456, 0.406)  # ImageNet's, as the weights were trained with
     c.std = (0.229, 0.224, 0.225)
     c.crop_padding = 4
     c.random_flip = True
@@ -49,6 +49,6 @@ def get_config():
     c.num_epochs = 5
     c.batch_size = 128
     c.eval_batch_size = 200
-    c.half_precision = True                 # bfloat16 compute on accelerators
+    c.half_precision = True  # bfloat16 compute on accelerators
     c.log_every_steps = 50
     return c

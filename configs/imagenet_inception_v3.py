@@ -34,7 +34,7 @@ def get_config():
     c.rmsprop_decay = 0.9
     c.rmsprop_eps = 1.0
     c.momentum = 0.9
-    c.learning_rate = 0.045   # the paper's rate; rescale if you change batch_size
+    c.learning_rate = 0.045  # the paper's rate; rescale if you change batch_size
     c.schedule = "exponential"
     c.step_size_epochs = 2.0
     c.gamma = 0.94

@@ -1,6 +1,6 @@
 """Smoke test: synthetic data, inception_cifar at 16x16, a few dozen steps on CPU.
 
-    python train.py --config configs/smoke.py --workdir workdirs/smoke
+python train.py --config configs/smoke.py --workdir workdirs/smoke
 """
 
 from inception_jax.config import base_config

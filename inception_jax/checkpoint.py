@@ -35,8 +35,15 @@ import orbax.checkpoint as ocp
 
 # Keys that change the saved arrays' shapes or meaning: resuming with another value
 # would overwrite a different run.
-COMPATIBILITY_KEYS = ("model", "model_kwargs", "num_classes", "dataset", "image_size",
-                      "optimizer", "half_precision")
+COMPATIBILITY_KEYS = (
+    "model",
+    "model_kwargs",
+    "num_classes",
+    "dataset",
+    "image_size",
+    "optimizer",
+    "half_precision",
+)
 
 
 class CheckpointWriteError(OSError):
@@ -44,8 +51,12 @@ class CheckpointWriteError(OSError):
 
 
 def _state_tree(state) -> dict:
-    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
-            "opt_state": state.opt_state}
+    return {
+        "step": state.step,
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+    }
 
 
 def _host(x) -> np.ndarray:
@@ -68,8 +79,14 @@ def checksums(tree) -> Dict[str, int]:
 
 
 class Checkpointer:
-    def __init__(self, workdir: str, config: ml_collections.ConfigDict, keep: Optional[int] = None,
-                 read_only: bool = False, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        workdir: str,
+        config: ml_collections.ConfigDict,
+        keep: Optional[int] = None,
+        read_only: bool = False,
+        log: Callable[[str], None] = print,
+    ):
         self.workdir = workdir
         self.config = config
         self.log = log
@@ -83,21 +100,29 @@ class Checkpointer:
                     f.write("ok")
                 os.remove(probe)
             except OSError as e:
-                raise ValueError(f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
-                                 "--workdir or fix its permissions") from None
+                raise ValueError(
+                    f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
+                    "--workdir or fix its permissions"
+                ) from None
             self._check_config()
         elif not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(f"workdir {workdir!r} has no checkpoints to evaluate; train first")
         keep = keep or config.get("keep_checkpoints", 3)
-        common = dict(create=not read_only, read_only=read_only,
-                      cleanup_tmp_directories=not read_only)  # half-written saves of a killed run
+        common = dict(
+            create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only
+        )  # half-written saves of a killed run
         self.latest = ocp.CheckpointManager(
-            os.path.join(workdir, "checkpoints"), item_handlers=_handlers(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
+            os.path.join(workdir, "checkpoints"),
+            item_handlers=_handlers(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common),
+        )
         self.best = ocp.CheckpointManager(
-            os.path.join(workdir, "best"), item_handlers=_handlers(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["accuracy"],
-                                                 best_mode="max", **common))
+            os.path.join(workdir, "best"),
+            item_handlers=_handlers(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, best_fn=lambda m: m["accuracy"], best_mode="max", **common
+            ),
+        )
         best_step = self.best.best_step()
         self.best_accuracy = -1.0
         if best_step is not None:
@@ -125,11 +150,14 @@ class Checkpointer:
                     raise ValueError(
                         f"workdir {self.workdir!r} holds a run with {k}={old!r}, this config has "
                         f"{k}={new!r} ({len(diff)} incompatible key(s): {', '.join(diff)}); use another "
-                        "--workdir, or the same config to resume it")
+                        "--workdir, or the same config to resume it"
+                    )
         if jax.process_index() == 0:
             _write_atomic(path, json.dumps(current, indent=1, sort_keys=True))
-            _write_atomic(os.path.join(self.workdir, "config_full.json"),
-                          self.config.to_json_best_effort(indent=1, sort_keys=True))
+            _write_atomic(
+                os.path.join(self.workdir, "config_full.json"),
+                self.config.to_json_best_effort(indent=1, sort_keys=True),
+            )
 
     # -- save --
     def latest_step(self) -> Optional[int]:
@@ -145,8 +173,9 @@ class Checkpointer:
                 self.latest.save(step, args=_save_args(tree, sums), force=force)
                 self._pending = step
             if eval_accuracy is not None and eval_accuracy > self.best_accuracy:
-                self.best.save(step, args=_save_args(tree, sums),
-                               metrics={"accuracy": float(eval_accuracy)}, force=True)
+                self.best.save(
+                    step, args=_save_args(tree, sums), metrics={"accuracy": float(eval_accuracy)}, force=True
+                )
                 self.best_accuracy = eval_accuracy
                 self._pending = step
         except Exception as e:
@@ -173,39 +202,57 @@ class Checkpointer:
         # free the space the failed save took; Orbax's writer threads may still be creating
         # files for a moment, so repeat until nothing reappears for 0.3 s (at most ~6 s)
         for _ in range(20):
-            left = [os.path.join(str(m.directory), name) for m in (self.latest, self.best)
-                    if os.path.isdir(str(m.directory)) for name in os.listdir(str(m.directory))
-                    if ".orbax-checkpoint-tmp" in name]
+            left = [
+                os.path.join(str(m.directory), name)
+                for m in (self.latest, self.best)
+                if os.path.isdir(str(m.directory))
+                for name in os.listdir(str(m.directory))
+                if ".orbax-checkpoint-tmp" in name
+            ]
             if not left:
                 break
             for path in left:
                 shutil.rmtree(path, ignore_errors=True)
             time.sleep(0.3)
-        steps = [int(d) for d in os.listdir(self.latest.directory) if d.isdigit()] \
-            if os.path.isdir(self.latest.directory) else []
+        steps = (
+            [int(d) for d in os.listdir(self.latest.directory) if d.isdigit()]
+            if os.path.isdir(self.latest.directory)
+            else []
+        )
         newest = max(steps) if steps else None
         cause = _one_line(error)
         raise CheckpointWriteError(
             f"could not write checkpoint step {step} in {self.workdir!r} ({cause}); earlier checkpoints "
             f"are intact (newest: {'step ' + str(newest) if newest is not None else 'none'}); free disk "
-            "space or fix the workdir, then rerun the same command to resume") from None
+            "space or fix the workdir, then rerun the same command to resume"
+        ) from None
 
     # -- restore --
     def _restore(self, manager, step: int, state):
         template = _state_tree(state)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        out = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
+        out = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()
+            ),
+        )
         tree, expected = out["state"], out["integrity"]
         if expected is None:
             raise ValueError("its checksums are missing")
         actual = checksums(tree)
         bad = [k for k in expected if actual.get(k) != expected[k]]
         if bad or set(actual) != set(expected):
-            raise ValueError(f"checksum mismatch in {len(bad) or 'the set of'} array(s)"
-                             + (f", e.g. {bad[0]}" if bad else ""))
-        return state.replace(step=tree["step"], params=tree["params"],
-                             batch_stats=tree["batch_stats"], opt_state=tree["opt_state"])
+            raise ValueError(
+                f"checksum mismatch in {len(bad) or 'the set of'} array(s)"
+                + (f", e.g. {bad[0]}" if bad else "")
+            )
+        return state.replace(
+            step=tree["step"],
+            params=tree["params"],
+            batch_stats=tree["batch_stats"],
+            opt_state=tree["opt_state"],
+        )
 
     def _check_shapes(self, manager, step: int, state) -> None:
         """A readable checkpoint of another model is an incompatible run, not a corrupt one."""
@@ -215,10 +262,14 @@ class Checkpointer:
             return  # unreadable metadata: restoring will tell
         if meta is None:
             return
+
         def shapes(tree):  # params and batch_stats: nested dicts on both sides
-            return {jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)))
-                    for p, x in jax.tree_util.tree_flatten_with_path(
-                        {"params": tree["params"], "batch_stats": tree["batch_stats"]})[0]}
+            return {
+                jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)))
+                for p, x in jax.tree_util.tree_flatten_with_path(
+                    {"params": tree["params"], "batch_stats": tree["batch_stats"]}
+                )[0]
+            }
 
         expected = shapes(_state_tree(state))
         try:
@@ -227,14 +278,18 @@ class Checkpointer:
             return
         if saved and saved.keys() != expected.keys():
             missing = sorted(expected.keys() - saved.keys())[:1] or sorted(saved.keys() - expected.keys())[:1]
-            raise ValueError(f"workdir {self.workdir!r}: checkpoint step {step} holds another model "
-                             f"(differs at {missing[0]}); use another --workdir or the config that "
-                             "wrote it")
+            raise ValueError(
+                f"workdir {self.workdir!r}: checkpoint step {step} holds another model "
+                f"(differs at {missing[0]}); use another --workdir or the config that "
+                "wrote it"
+            )
         for k, shape in saved.items():
             if expected.get(k) != shape:
-                raise ValueError(f"workdir {self.workdir!r}: checkpoint step {step} has {k} of shape "
-                                 f"{shape}, this config builds {expected.get(k)}; use another "
-                                 "--workdir or the config that wrote it")
+                raise ValueError(
+                    f"workdir {self.workdir!r}: checkpoint step {step} has {k} of shape "
+                    f"{shape}, this config builds {expected.get(k)}; use another "
+                    "--workdir or the config that wrote it"
+                )
 
     def _newest_good(self, manager, state, what: str) -> Tuple[Any, Optional[int]]:
         with _quiet_orbax_teardown():
@@ -253,8 +308,10 @@ class Checkpointer:
             except Exception as e:
                 moved = self._quarantine(manager, step)
                 older = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "none left"
-                self.log(f"{what} checkpoint step {step} is unreadable ({_one_line(e)}); moved it to "
-                         f"{moved}; {older}")
+                self.log(
+                    f"{what} checkpoint step {step} is unreadable ({_one_line(e)}); moved it to "
+                    f"{moved}; {older}"
+                )
         if steps and not self.read_only:
             manager.reload()
         return state, None
@@ -263,13 +320,15 @@ class Checkpointer:
         if self.read_only:
             return "nowhere (read-only: left in place)"
         src = os.path.join(str(manager.directory), str(step))
-        dest = os.path.join(self.workdir, "corrupt",
-                            f"{os.path.basename(str(manager.directory))}-{step}-{int(time.time())}")
+        dest = os.path.join(
+            self.workdir, "corrupt", f"{os.path.basename(str(manager.directory))}-{step}-{int(time.time())}"
+        )
         if jax.process_index() == 0 and os.path.exists(src):
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.move(src, dest)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
+
             multihost_utils.sync_global_devices(f"quarantine-{step}")
         return dest
 
@@ -326,6 +385,7 @@ def quiet_orbax_logs() -> None:
     def hook(info):
         if not _is_teardown_noise(info):
             previous(info)
+
     sys.unraisablehook = hook
 
 
@@ -346,6 +406,7 @@ class _quiet_orbax_teardown:
         def hook(info):
             if not _is_teardown_noise(info):
                 self._previous(info)
+
         sys.unraisablehook = hook
 
     def __exit__(self, *exc):
@@ -379,8 +440,10 @@ def _write_atomic(path: str, text: str) -> None:
     except OSError as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise ValueError(f"could not write {path} ({e.strerror or e}); free disk space or pick another "
-                         "--workdir (the previous copy, if any, is unchanged)") from None
+        raise ValueError(
+            f"could not write {path} ({e.strerror or e}); free disk space or pick another "
+            "--workdir (the previous copy, if any, is unchanged)"
+        ) from None
 
 
 def _plain(value):

@@ -22,66 +22,66 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # what to train
     c.model = "inception_cifar"
-    c.model_kwargs = ml_collections.ConfigDict()   # e.g. dropout, aux_logits, transform_input
-    c.num_classes = -1                   # -1: the dataset's
+    c.model_kwargs = ml_collections.ConfigDict()  # e.g. dropout, aux_logits, transform_input
+    c.num_classes = -1  # -1: the dataset's
     c.dataset = "cifar10"
     c.data_dir = ml_collections.FieldReference(None, field_type=str)
     c.train_split = "train"
     c.eval_split = "test"
-    c.cache_dir = "~/.cache/inception_jax"   # decoded in-memory datasets
-    c.bad_records = "error"              # or "skip": count and skip undecodable records
-    c.image_size = 32                    # in-memory: the stored images' size; streaming: the crop
-    c.resize_to = 0                      # in-memory only: resize on the device to this model input
-                                         # size (fine-tuning ImageNet weights on CIFAR); 0: off
-    c.init_from = ""                     # weights to start from when the workdir has no checkpoint:
-                                         # a .pth/.safetensors state_dict or a save_pretrained dir
-    c.pipeline = "auto"                  # auto | in_memory | streaming (auto: streaming unless
-                                         # the dataset is one of IN_MEMORY)
-    c.pipeline_workers = 8               # streaming: decoding worker processes (0: in-process)
-    c.synthetic_examples = 1024          # dataset="synthetic" only
+    c.cache_dir = "~/.cache/inception_jax"  # decoded in-memory datasets
+    c.bad_records = "error"  # or "skip": count and skip undecodable records
+    c.image_size = 32  # in-memory: the stored images' size; streaming: the crop
+    c.resize_to = 0  # in-memory only: resize on the device to this model input
+    # size (fine-tuning ImageNet weights on CIFAR); 0: off
+    c.init_from = ""  # weights to start from when the workdir has no checkpoint:
+    # a .pth/.safetensors state_dict or a save_pretrained dir
+    c.pipeline = "auto"  # auto | in_memory | streaming (auto: streaming unless
+    # the dataset is one of IN_MEMORY)
+    c.pipeline_workers = 8  # streaming: decoding worker processes (0: in-process)
+    c.synthetic_examples = 1024  # dataset="synthetic" only
     # input normalisation and augmentation (torchvision semantics)
     c.mean = (0.4914, 0.4822, 0.4465)
     c.std = (0.2023, 0.1994, 0.2010)
     c.crop_padding = 4
     c.random_flip = True
     # length
-    c.batch_size = 128                   # global, over all devices and hosts
+    c.batch_size = 128  # global, over all devices and hosts
     c.eval_batch_size = 100
     c.num_epochs = 50
-    c.num_train_steps = -1               # -1: derive from num_epochs
-    c.stop_at_step = -1                  # stop early (with a checkpoint) after this step; resumable
+    c.num_train_steps = -1  # -1: derive from num_epochs
+    c.stop_at_step = -1  # stop early (with a checkpoint) after this step; resumable
     # optimisation
     c.optimizer = "adam"
     c.learning_rate = 1e-3
-    c.momentum = 0.9                     # sgd momentum / rmsprop momentum
+    c.momentum = 0.9  # sgd momentum / rmsprop momentum
     c.nesterov = False
     c.rmsprop_decay = 0.9
     c.rmsprop_eps = 1.0
     c.adam_eps = 1e-8
-    c.weight_decay = 0.0                 # L2 added to the gradient (decoupled for adamw)
+    c.weight_decay = 0.0  # L2 added to the gradient (decoupled for adamw)
     c.schedule = "step"
-    c.step_size_epochs = 30.0            # step / exponential: decay every this many epochs
-    c.gamma = 0.1                        # step / exponential: decay factor
+    c.step_size_epochs = 30.0  # step / exponential: decay every this many epochs
+    c.gamma = 0.1  # step / exponential: decay factor
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0
     c.aux_loss_weight = 0.3
-    c.grad_clip_norm = 0.0               # 0: off
-    c.half_precision = False             # bfloat16 compute, float32 params and BN statistics
+    c.grad_clip_norm = 0.0  # 0: off
+    c.half_precision = False  # bfloat16 compute, float32 params and BN statistics
     c.seed = 0
     # running
-    c.parallel = "shard_map"             # or "pmap"
-    c.sync_batch_norm = True             # BatchNorm statistics and dropout masks of the global
-                                         # batch: the same update on any device count. False:
-                                         # per-device statistics (PyTorch DDP's default), faster,
-                                         # and the update then depends on the device count
+    c.parallel = "shard_map"  # or "pmap"
+    c.sync_batch_norm = True  # BatchNorm statistics and dropout masks of the global
+    # batch: the same update on any device count. False:
+    # per-device statistics (PyTorch DDP's default), faster,
+    # and the update then depends on the device count
     # inception_jax.backends.cpu's hand-written gradients (and the host-malloc setting of
     # inception_jax/hostmem.py): "auto" = on exactly when JAX runs on the CPU; True, False
     c.cpu_kernels = ml_collections.FieldReference("auto", field_type=object)
     c.log_every_steps = 50
-    c.checkpoint_every_steps = 0         # 0: only at epoch ends
+    c.checkpoint_every_steps = 0  # 0: only at epoch ends
     c.keep_checkpoints = 3
     c.eval_every_epochs = 1
-    c.compilation_cache_dir = "~/.cache/inception_jax/xla"   # "" disables
+    c.compilation_cache_dir = "~/.cache/inception_jax/xla"  # "" disables
     return c
 
 
@@ -95,8 +95,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     from inception_jax import models
 
     def bad(key, expected):
-        raise ValueError(f"config.{key}={config[key]!r}: expected {expected}; "
-                         f"fix it with --config.{key}=...")
+        raise ValueError(f"config.{key}={config[key]!r}: expected {expected}; fix it with --config.{key}=...")
 
     models.get_info(config.model)  # unknown model -> lists the names
     if config.optimizer not in OPTIMIZERS:
@@ -104,8 +103,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.schedule not in SCHEDULES:
         bad("schedule", f"one of {', '.join(SCHEDULES)}")
     if not isinstance(config.dataset, str) or not config.dataset:
-        bad("dataset", f"a tfds dataset name ({', '.join(IN_MEMORY)} are held in memory; others, "
-                       "e.g. imagenet2012, stream from disk)")
+        bad(
+            "dataset",
+            f"a tfds dataset name ({', '.join(IN_MEMORY)} are held in memory; others, "
+            "e.g. imagenet2012, stream from disk)",
+        )
     if config.parallel not in PARALLEL:
         bad("parallel", f"one of {', '.join(PARALLEL)}")
     if config.pipeline not in ("auto", "in_memory", "streaming"):
@@ -130,7 +132,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     min_size = (info.min_aux_input_size or info.min_input_size) if aux else info.min_input_size
     if not isinstance(config.resize_to, int) or config.resize_to < 0:
         bad("resize_to", "0 (off) or a positive integer")
-    streaming = config.pipeline == "streaming" or (config.pipeline == "auto" and config.dataset not in IN_MEMORY)
+    streaming = config.pipeline == "streaming" or (
+        config.pipeline == "auto" and config.dataset not in IN_MEMORY
+    )
     if config.resize_to and streaming:
         bad("resize_to", "0 with a streaming dataset (set image_size, the crop size, instead)")
     key = "resize_to" if config.resize_to else "image_size"

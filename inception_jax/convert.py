@@ -68,8 +68,9 @@ def _summarise(keys, limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def convert_state_dict(state_dict: Mapping[str, Any], template: Mapping[str, Any],
-                       context: str = "convert_state_dict") -> Dict[str, Any]:
+def convert_state_dict(
+    state_dict: Mapping[str, Any], template: Mapping[str, Any], context: str = "convert_state_dict"
+) -> Dict[str, Any]:
     """Maps a torch ``state_dict`` onto Flax variables shaped like ``template``.
 
     ``template`` is a variables dict (arrays or ``ShapeDtypeStruct``s, e.g. from
@@ -114,8 +115,10 @@ def convert_state_dict(state_dict: Mapping[str, Any], template: Mapping[str, Any
             unexpected.append(key)
             continue
         if tuple(array.shape) != expected[target]:
-            mismatched.append(f"{key} {tuple(_to_numpy(value).shape)} -> {'/'.join(target)} "
-                              f"expects {expected[target]} (after transposing)")
+            mismatched.append(
+                f"{key} {tuple(_to_numpy(value).shape)} -> {'/'.join(target)} "
+                f"expects {expected[target]} (after transposing)"
+            )
             continue
         dest[target] = array.astype(np.float32)
 
@@ -137,8 +140,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], template: Mapping[str, Any
     return out
 
 
-def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size: Optional[int] = None,
-               **model_kwargs: Any) -> Dict[str, Any]:
+def from_torch(
+    name: str, state_dict: Mapping[str, Any], *, input_size: Optional[int] = None, **model_kwargs: Any
+) -> Dict[str, Any]:
     """Converts a PyTorch ``state_dict`` for model ``name`` into Flax variables.
 
     ``num_classes`` and ``aux_logits`` are read off the state_dict unless given
@@ -146,16 +150,16 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size: Optional
     """
     info = models.get_info(name)
     if not isinstance(state_dict, Mapping):
-        raise ValueError(f"from_torch({name!r}): expected a state_dict mapping names to tensors, "
-                         f"got {type(state_dict).__name__}; pass model.state_dict()")
-    state_dict = {k[len("module."):] if k.startswith("module.") else k: v
-                  for k, v in state_dict.items()}
+        raise ValueError(
+            f"from_torch({name!r}): expected a state_dict mapping names to tensors, "
+            f"got {type(state_dict).__name__}; pass model.state_dict()"
+        )
+    state_dict = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
     kwargs = dict(model_kwargs)
     _infer_options(name, state_dict, kwargs)
     model = models.create(name, **kwargs)
     size = input_size or info.default_input_size
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
-    context = (f"from_torch({name!r}, options {kwargs}) [is this a {info.reference} "
-               "checkpoint?]")
+    context = f"from_torch({name!r}, options {kwargs}) [is this a {info.reference} checkpoint?]"
     return convert_state_dict(state_dict, template, context)

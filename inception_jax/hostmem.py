@@ -41,7 +41,7 @@ def _glibc():
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only (not musl)
+        _ = libc.gnu_get_libc_version  # glibc only (not musl)
         return libc
     except (OSError, AttributeError):
         return None
@@ -82,9 +82,15 @@ def reuse_freed_memory(force: bool = False) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return all(libc.mallopt(param, value) == 1 for param, value in (
-        (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1),
-        (_M_TOP_PAD, 64 << 20)))
+    return all(
+        libc.mallopt(param, value) == 1
+        for param, value in (
+            (_M_ARENA_MAX, 1),
+            (_M_MMAP_MAX, 0),
+            (_M_TRIM_THRESHOLD, 2**31 - 1),
+            (_M_TOP_PAD, 64 << 20),
+        )
+    )
 
 
 def follow(setting, *, jax_started: bool = False) -> bool:

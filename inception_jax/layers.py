@@ -59,14 +59,19 @@ def _pool_pads(size: int, k: int, s: int, p: int, ceil_mode: bool) -> Tuple[int,
     if out < 1:
         raise ValueError(
             f"pool: window {k} (stride {s}, padding {p}) does not fit an input of size {size}; "
-            "use a larger input image")
+            "use a larger input image"
+        )
     extra = max((out - 1) * s + k - (size + 2 * p), 0)
     return (p, p + extra)
 
 
-
-def max_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = None,
-             padding: IntPair = 0, ceil_mode: bool = False) -> jax.Array:
+def max_pool(
+    x: jax.Array,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+) -> jax.Array:
     """``torch.nn.MaxPool2d`` on NHWC input (padding never wins the max).
 
     A ``lax.reduce_window`` max, so JAX's own autodiff applies in both modes; its
@@ -80,15 +85,19 @@ def max_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = Non
     replacement = dispatch.kernel("max_pool")
     if replacement is not None:
         return replacement(x, (kh, kw), (sh, sw), pads)
-    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
-                             ((0, 0), *pads, (0, 0)))
+    return lax.reduce_window(
+        x, np.array(-np.inf, x.dtype), lax.max, (1, kh, kw, 1), (1, sh, sw, 1), ((0, 0), *pads, (0, 0))
+    )
 
 
-
-
-def avg_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = None,
-             padding: IntPair = 0, ceil_mode: bool = False,
-             count_include_pad: bool = True) -> jax.Array:
+def avg_pool(
+    x: jax.Array,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> jax.Array:
     """``torch.nn.AvgPool2d`` on NHWC input.
 
     With ``count_include_pad=True`` the divisor counts the explicit zero padding
@@ -101,8 +110,9 @@ def avg_pool(x: jax.Array, kernel_size: IntPair, stride: Optional[IntPair] = Non
     pad_h = _pool_pads(h, kh, sh, ph, ceil_mode)
     pad_w = _pool_pads(w, kw, sw, pw, ceil_mode)
     window, strides = (1, kh, kw, 1), (1, sh, sw, 1)
-    summed = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides,
-                               ((0, 0), pad_h, pad_w, (0, 0)))
+    summed = lax.reduce_window(
+        x, np.array(0, x.dtype), lax.add, window, strides, ((0, 0), pad_h, pad_w, (0, 0))
+    )
     # The divisor depends only on static shapes: compute it with numpy.
     if count_include_pad:
         ones = np.ones((1, h + 2 * ph, w + 2 * pw, 1), np.float32)
@@ -135,8 +145,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: IntPair) -> jax.Array:
         return x.reshape(n, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4)).astype(x.dtype)
     mh = jnp.asarray(_adaptive_matrix(h, oh), x.dtype)
     mw = jnp.asarray(_adaptive_matrix(w, ow), x.dtype)
-    return jnp.einsum("ph,nhwc,qw->npqc", mh, x, mw,
-                      precision=lax.Precision.HIGHEST).astype(x.dtype)
+    return jnp.einsum("ph,nhwc,qw->npqc", mh, x, mw, precision=lax.Precision.HIGHEST).astype(x.dtype)
 
 
 def global_avg_pool(x: jax.Array, keepdims: bool = False) -> jax.Array:
@@ -177,8 +186,9 @@ class BatchNorm(nn.Module):
         running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if train:
-            y, mean, var = batch_norm_train(x, scale, bias, float(self.epsilon), self.axis_name,
-                                             jnp.dtype(self.dtype))
+            y, mean, var = batch_norm_train(
+                x, scale, bias, float(self.epsilon), self.axis_name, jnp.dtype(self.dtype)
+            )
             if not self.is_initializing():
                 count = math.prod(x.shape[:-1])
                 if self.axis_name is not None:
@@ -201,8 +211,8 @@ def statistics_dtype(dtype) -> jnp.dtype:
 
 
 def batch_statistics(x: jax.Array, axis_name: Optional[str] = None):
-    """Float32 (float64 for float64 input) mean and biased variance over all axes but the last, across the devices
-    of ``axis_name`` if given, in one collective.
+    """Float32 (float64 for float64 input) mean and biased variance over all axes but
+    the last, across the devices of ``axis_name`` if given, in one collective.
 
     Each device computes its own mean and (two-pass) variance; one ``all_gather``
     brings every device's pair, and they combine as PyTorch's SyncBatchNorm does:
@@ -215,7 +225,7 @@ def batch_statistics(x: jax.Array, axis_name: Optional[str] = None):
     mean = jnp.mean(xf, axis=axes)
     var = jnp.mean(jnp.square(xf - mean), axis=axes)
     if axis_name is not None:
-        gathered = lax.all_gather(jnp.stack([mean, var]), axis_name)   # (devices, 2, C)
+        gathered = lax.all_gather(jnp.stack([mean, var]), axis_name)  # (devices, 2, C)
         means, variances = gathered[:, 0], gathered[:, 1]
         mean = jnp.mean(means, axis=0)
         var = jnp.mean(variances, axis=0) + jnp.mean(jnp.square(means - mean), axis=0)
@@ -239,13 +249,10 @@ def _torch_padding(padding: IntPair) -> Sequence[Tuple[int, int]]:
     return ((ph, ph), (pw, pw))
 
 
-
-
 def conv_general_dilated(*args, **kwargs):
     """``lax.conv_general_dilated`` for ``nn.Conv``, or a backend's replacement."""
     replacement = dispatch.kernel("conv")
     return (replacement or lax.conv_general_dilated)(*args, **kwargs)
-
 
 
 class BasicConv(nn.Module):
@@ -268,10 +275,17 @@ class BasicConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
-                    padding=_torch_padding(self.padding), use_bias=self.use_bias,
-                    dtype=self.dtype, param_dtype=jnp.float32, name="conv",
-                    conv_general_dilated=conv_general_dilated)(x)
+        x = nn.Conv(
+            self.features,
+            _pair(self.kernel_size),
+            _pair(self.strides),
+            padding=_torch_padding(self.padding),
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv",
+            conv_general_dilated=conv_general_dilated,
+        )(x)
         x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, self.axis_name, name="bn")(x, train)
         return nn.relu(x) if self.activation else x
 
@@ -279,8 +293,14 @@ class BasicConv(nn.Module):
 ConvSpec = Tuple  # (features, kernel_size[, strides[, padding]])
 
 
-def conv_branch(x: jax.Array, specs: Sequence[ConvSpec], name: str, train: bool,
-                conv: Callable[..., nn.Module] = BasicConv, start: int = 0) -> jax.Array:
+def conv_branch(
+    x: jax.Array,
+    specs: Sequence[ConvSpec],
+    name: str,
+    train: bool,
+    conv: Callable[..., nn.Module] = BasicConv,
+    start: int = 0,
+) -> jax.Array:
     """Applies ``conv`` units in sequence, named like a torch ``nn.Sequential``.
 
     One spec gives a module called ``name``; several give ``name_<start>``,
@@ -304,7 +324,8 @@ def _check_in_channels(module: str, expected: int, x: jax.Array) -> None:
     if expected is not None and x.shape[-1] != expected:
         raise ValueError(
             f"{module}: expected an input with {expected} channels (in_channels), got shape "
-            f"{tuple(x.shape)}; pass in_channels={x.shape[-1]} or fix the previous layer")
+            f"{tuple(x.shape)}; pass in_channels={x.shape[-1]} or fix the previous layer"
+        )
 
 
 class InceptionModule(nn.Module):
@@ -402,7 +423,7 @@ class AuxiliaryClassifier(nn.Module):
     dropout: float = 0.7
     conv: Callable[..., nn.Module] = BasicConv
     dtype: Dtype = jnp.float32
-    axis_name: Optional[str] = None   # dropout masks independent of the device count
+    axis_name: Optional[str] = None  # dropout masks independent of the device count
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -486,10 +507,12 @@ class ResidualInceptionBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        outs = [conv_branch(x, specs, f"branch{i}", train, self.conv)
-                for i, specs in enumerate(self.branches)]
+        outs = [
+            conv_branch(x, specs, f"branch{i}", train, self.conv) for i, specs in enumerate(self.branches)
+        ]
         up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.dtype, name="conv2d")(
-            jnp.concatenate(outs, axis=-1))
+            jnp.concatenate(outs, axis=-1)
+        )
         out = x + self.scale * up
         return nn.relu(out) if self.activate else out
 
@@ -506,8 +529,14 @@ class DepthwiseSeparableConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         k = self.kernel_size
-        x = nn.Conv(x.shape[-1], (k, k), padding=_torch_padding(k // 2),
-                    feature_group_count=x.shape[-1], dtype=self.dtype, name="depthwise")(x)
+        x = nn.Conv(
+            x.shape[-1],
+            (k, k),
+            padding=_torch_padding(k // 2),
+            feature_group_count=x.shape[-1],
+            dtype=self.dtype,
+            name="depthwise",
+        )(x)
         return nn.Conv(self.features, (1, 1), dtype=self.dtype, name="pointwise")(x)
 
 
@@ -522,16 +551,18 @@ def check_image_input(model: str, x: Any, min_size: int, channels: int = 3) -> N
     if len(shape) != 4:
         raise ValueError(
             f"{model}: expected a 4-D NHWC image batch (N, H, W, {channels}), got shape {shape}; "
-            "add a batch axis or transpose NCHW input with x.transpose(0, 2, 3, 1)")
+            "add a batch axis or transpose NCHW input with x.transpose(0, 2, 3, 1)"
+        )
     if shape[-1] != channels:
-        hint = (" (this looks like NCHW: use x.transpose(0, 2, 3, 1))"
-                if shape[1] == channels else "")
+        hint = " (this looks like NCHW: use x.transpose(0, 2, 3, 1))" if shape[1] == channels else ""
         raise ValueError(
-            f"{model}: expected {channels} channels in the last axis (NHWC), got shape {shape}{hint}")
+            f"{model}: expected {channels} channels in the last axis (NHWC), got shape {shape}{hint}"
+        )
     if shape[1] < min_size or shape[2] < min_size:
         raise ValueError(
             f"{model}: expected images of at least {min_size}x{min_size}, got {shape[1]}x{shape[2]} "
-            f"(shape {shape}); resize the input to {min_size}x{min_size} or larger")
+            f"(shape {shape}); resize the input to {min_size}x{min_size} or larger"
+        )
 
 
 def dense(num_classes: int, dtype: Dtype, name: str) -> nn.Dense:

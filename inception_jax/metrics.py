@@ -32,9 +32,11 @@ class EventWriter:
 
 
 # (record key, label) per panel; accuracies are plotted in percent
-_PANELS = (("loss", (("train_loss", "train"), ("eval_loss", "eval"))),
-           ("accuracy (%)", (("train_accuracy", "train"), ("eval_accuracy", "eval"))),
-           ("learning rate", (("learning_rate", "learning rate"),)))
+_PANELS = (
+    ("loss", (("train_loss", "train"), ("eval_loss", "eval"))),
+    ("accuracy (%)", (("train_accuracy", "train"), ("eval_accuracy", "eval"))),
+    ("learning rate", (("learning_rate", "learning rate"),)),
+)
 
 
 def plot_curves(history: List[dict], path: str) -> None:
@@ -47,8 +49,11 @@ def plot_curves(history: List[dict], path: str) -> None:
     axes = fig.subplots(1, len(_PANELS))
     for ax, (title, series) in zip(axes, _PANELS):
         for key, label in series:
-            points = [(r["epoch"], r[key] * (100 if "accuracy" in key else 1))
-                      for r in history if r.get(key) is not None and r[key] == r[key]]
+            points = [
+                (r["epoch"], r[key] * (100 if "accuracy" in key else 1))
+                for r in history
+                if r.get(key) is not None and r[key] == r[key]
+            ]
             if points:
                 ax.plot(*zip(*points), marker="o", markersize=3, label=label)
         ax.set_title(title)
@@ -78,8 +83,16 @@ class MetricsLogger:
     (full disk) is reported once and the run goes on; checkpoints decide whether
     it can continue."""
 
-    def __init__(self, workdir: str, total_steps: int, batch_size: int, resumed: bool = False,
-                 stream=None, write_files: bool = True, quiet: bool = False):
+    def __init__(
+        self,
+        workdir: str,
+        total_steps: int,
+        batch_size: int,
+        resumed: bool = False,
+        stream=None,
+        write_files: bool = True,
+        quiet: bool = False,
+    ):
         self.workdir = workdir
         self.total_steps = total_steps
         self.batch_size = batch_size
@@ -111,13 +124,16 @@ class MetricsLogger:
             fn()
         except OSError as e:
             self.write_files = False
-            self.line(f"warning: could not write metrics in {self.workdir!r} ({e}); "
-                      "metrics files stop here, training goes on")
+            self.line(
+                f"warning: could not write metrics in {self.workdir!r} ({e}); "
+                "metrics files stop here, training goes on"
+            )
 
     def _write(self, record: dict) -> None:
         def write():
             self._jsonl.write(json.dumps(record) + "\n")
             self._jsonl.flush()
+
         self._files(write)
 
     def line(self, text: str) -> None:
@@ -137,8 +153,7 @@ class MetricsLogger:
         rate_steps = (step - self._first_step) / max(time.time() - self._t_first, 1e-9)
         eta = (self.total_steps - step) / rate_steps if rate_steps > 0 else float("nan")
         eta_s = _fmt_time(eta) if eta == eta else "?"
-        text = (f"[{bar}] step {step}/{self.total_steps} loss {loss:.4f} "
-                f"{images_per_s:,.0f} img/s ETA {eta_s}")
+        text = f"[{bar}] step {step}/{self.total_steps} loss {loss:.4f} {images_per_s:,.0f} img/s ETA {eta_s}"
         if self.quiet:
             pass
         elif self.tty:
@@ -147,26 +162,56 @@ class MetricsLogger:
             self._progress_open = True
         else:
             print(text, file=self.stream, flush=True)
-        self._write({"kind": "train", "step": step, "loss": loss, "images_per_s": images_per_s,
-                     "time": time.time()})
-        self._files(lambda: self.events.scalars(step, {"train/loss": loss,
-                                                        "train/images_per_s": images_per_s}))
+        self._write(
+            {"kind": "train", "step": step, "loss": loss, "images_per_s": images_per_s, "time": time.time()}
+        )
+        self._files(
+            lambda: self.events.scalars(step, {"train/loss": loss, "train/images_per_s": images_per_s})
+        )
 
-    def epoch(self, epoch: int, step: int, train_loss: float, train_acc: float, eval_acc: float,
-              eval_loss: float, lr: float, partial: bool = False) -> None:
+    def epoch(
+        self,
+        epoch: int,
+        step: int,
+        train_loss: float,
+        train_acc: float,
+        eval_acc: float,
+        eval_loss: float,
+        lr: float,
+        partial: bool = False,
+    ) -> None:
         suffix = f" (stopped at step {step}, mid-epoch)" if partial else ""
-        self.line(f"Epoch {epoch}: Train Loss: {train_loss:.4f}, Train Acc: {100 * train_acc:.2f}%, "
-                  f"Test Acc: {100 * eval_acc:.2f}%{suffix}")
-        rec = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
-               "train_accuracy": train_acc, "eval_accuracy": eval_acc, "eval_loss": eval_loss,
-               "learning_rate": lr, "partial": partial, "wall_s": time.time() - self.t_start,
-               "time": time.time()}
+        self.line(
+            f"Epoch {epoch}: Train Loss: {train_loss:.4f}, Train Acc: {100 * train_acc:.2f}%, "
+            f"Test Acc: {100 * eval_acc:.2f}%{suffix}"
+        )
+        rec = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "eval_accuracy": eval_acc,
+            "eval_loss": eval_loss,
+            "learning_rate": lr,
+            "partial": partial,
+            "wall_s": time.time() - self.t_start,
+            "time": time.time(),
+        }
         self._write(rec)
         self.history.append(rec)
-        self._files(lambda: self.events.scalars(
-            step, {"epoch/train_loss": train_loss, "epoch/train_accuracy": train_acc,
-                   "epoch/eval_accuracy": eval_acc, "epoch/eval_loss": eval_loss,
-                   "epoch/learning_rate": lr}))
+        self._files(
+            lambda: self.events.scalars(
+                step,
+                {
+                    "epoch/train_loss": train_loss,
+                    "epoch/train_accuracy": train_acc,
+                    "epoch/eval_accuracy": eval_acc,
+                    "epoch/eval_loss": eval_loss,
+                    "epoch/learning_rate": lr,
+                },
+            )
+        )
 
     def close(self) -> None:
         if self._progress_open:

@@ -45,18 +45,27 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m inception_jax.predict",
-        description="Top-k ImageNet classes of images with pretrained Inception weights.")
-    parser.add_argument("--model", required=True,
-                        help="googlenet, inception_v3, inception_v4, inception_resnet_v2, "
-                             "bn_inception")
-    parser.add_argument("--weights", default=None,
-                        help=".pth/.pt/.bin/.safetensors state_dict or a save_pretrained "
-                             "directory (default: the public weights from the download cache)")
+        description="Top-k ImageNet classes of images with pretrained Inception weights.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="googlenet, inception_v3, inception_v4, inception_resnet_v2, bn_inception",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help=".pth/.pt/.bin/.safetensors state_dict or a save_pretrained "
+        "directory (default: the public weights from the download cache)",
+    )
     parser.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    parser.add_argument("--no-download", action="store_true",
-                        help="without --weights: only use cached weights, never download")
+    parser.add_argument(
+        "--no-download",
+        action="store_true",
+        help="without --weights: only use cached weights, never download",
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
 
@@ -71,8 +80,9 @@ def _softmax_jit():
     return jax.jit(probs, static_argnums=0)  # compiled once per (model, input shape)
 
 
-def predict(model, variables, batch: np.ndarray, top: int, batch_size: int = 16,
-            label_offset: int = 0) -> list[list[dict[str, Any]]]:
+def predict(
+    model, variables, batch: np.ndarray, top: int, batch_size: int = 16, label_offset: int = 0
+) -> list[list[dict[str, Any]]]:
     """Top-``top`` (index, label, prob) of each preprocessed image in ``batch``."""
     from inception_jax.pretrained import imagenet_classes
 
@@ -80,11 +90,10 @@ def predict(model, variables, batch: np.ndarray, top: int, batch_size: int = 16,
     apply = functools.partial(_softmax_jit(), model)
     probs = []
     for start in range(0, len(batch), batch_size):
-        chunk = batch[start:start + batch_size]
+        chunk = batch[start : start + batch_size]
         n = len(chunk)
         if n < batch_size and len(batch) > batch_size:  # one compiled shape
-            chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:],
-                                                    chunk.dtype)])
+            chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
         probs.append(np.asarray(apply(variables, chunk))[:n])
     probs = np.concatenate(probs).astype(np.float64)
     results = []
@@ -93,8 +102,7 @@ def predict(model, variables, batch: np.ndarray, top: int, batch_size: int = 16,
         rows = []
         for i in order:
             idx = int(i) - label_offset
-            label = classes[idx] if 0 <= idx < len(classes) else (
-                "background" if idx < 0 else f"class {idx}")
+            label = classes[idx] if 0 <= idx < len(classes) else ("background" if idx < 0 else f"class {idx}")
             rows.append({"index": idx, "label": label, "prob": float(p[i])})
         results.append(rows)
     return results
@@ -111,25 +119,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         info = models.get_info(args.model)
         if args.top < 1 or args.batch_size < 1:
-            raise ValueError(f"--top and --batch-size must be positive, got {args.top} and "
-                             f"{args.batch_size}")
+            raise ValueError(f"--top and --batch-size must be positive, got {args.top} and {args.batch_size}")
         cfg = pretrained.pretrained_config(args.model)
         batch = pretrained.preprocess(list(args.images), cfg)
-        model, variables = pretrained.load_pretrained(args.model, args.weights,
-                                                      download=not args.no_download)
+        model, variables = pretrained.load_pretrained(args.model, args.weights, download=not args.no_download)
         if model.num_classes != cfg.num_classes:
-            raise ValueError(f"the weights have {model.num_classes} classes, not the "
-                             f"{cfg.num_classes} ImageNet classes of {info.name}; predict needs "
-                             "ImageNet weights")
-        results = predict(model, variables, batch, min(args.top, model.num_classes),
-                          args.batch_size, cfg.label_offset)
+            raise ValueError(
+                f"the weights have {model.num_classes} classes, not the "
+                f"{cfg.num_classes} ImageNet classes of {info.name}; predict needs "
+                "ImageNet weights"
+            )
+        results = predict(
+            model, variables, batch, min(args.top, model.num_classes), args.batch_size, cfg.label_offset
+        )
     except ValueError as e:
         return _fail(str(e))
 
     key = f"top{args.top}"
     if args.json:
-        print(json.dumps([{"image": path, key: rows} for path, rows in zip(args.images, results)],
-                         indent=2))
+        print(json.dumps([{"image": path, key: rows} for path, rows in zip(args.images, results)], indent=2))
         return 0
     for path, rows in zip(args.images, results):
         print(path)

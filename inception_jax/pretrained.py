@@ -72,18 +72,23 @@ def _unwrap(obj: Any, path: str) -> dict[str, np.ndarray]:
         obj = inner
     if not isinstance(obj, Mapping) or not obj:
         kind = type(obj).__name__ if not isinstance(obj, Mapping) else "an empty mapping"
-        raise ValueError(f"weights file {path!r} holds {kind}, not a state_dict of tensors; "
-                         "save model.state_dict() (torch.save(model.state_dict(), path))")
+        raise ValueError(
+            f"weights file {path!r} holds {kind}, not a state_dict of tensors; "
+            "save model.state_dict() (torch.save(model.state_dict(), path))"
+        )
     arrays = {str(k): v for k, v in obj.items() if _is_array(v)}
     others = sorted(str(k) for k in obj if not _is_array(obj[k]))
     if not arrays:
-        raise ValueError(f"weights file {path!r} holds no tensors (keys: {', '.join(others[:5])}); "
-                         "save model.state_dict() instead")
+        raise ValueError(
+            f"weights file {path!r} holds no tensors (keys: {', '.join(others[:5])}); "
+            "save model.state_dict() instead"
+        )
     if others and not all(k in ("epoch", "step", "arch", "_metadata") for k in others):
-        raise ValueError(f"weights file {path!r} mixes tensors with other entries "
-                         f"({', '.join(others[:5])}); save model.state_dict() alone")
-    return {(k.removeprefix("module.")): _to_numpy(v)
-            for k, v in arrays.items()}
+        raise ValueError(
+            f"weights file {path!r} mixes tensors with other entries "
+            f"({', '.join(others[:5])}); save model.state_dict() alone"
+        )
+    return {(k.removeprefix("module.")): _to_numpy(v) for k, v in arrays.items()}
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -98,19 +103,24 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         what = "is a directory" if os.path.isdir(path) else "does not exist"
-        raise ValueError(f"weights file {path!r} {what}; pass a .pth/.pt/.bin or .safetensors "
-                         "state_dict file")
+        raise ValueError(
+            f"weights file {path!r} {what}; pass a .pth/.pt/.bin or .safetensors state_dict file"
+        )
     ext = os.path.splitext(path)[1].lower()
     if ext in SAFETENSORS_EXTENSIONS:
         return _load_safetensors(path)
     if ext not in TORCH_EXTENSIONS:
-        raise ValueError(f"weights file {path!r} has an unknown extension {ext or '(none)'!r}; "
-                         "expected .pth, .pt, .bin (torch.save of a state_dict) or .safetensors")
+        raise ValueError(
+            f"weights file {path!r} has an unknown extension {ext or '(none)'!r}; "
+            "expected .pth, .pt, .bin (torch.save of a state_dict) or .safetensors"
+        )
     try:
         import torch
     except ImportError:
-        raise ValueError(f"reading {path!r} needs PyTorch, which is not installed; "
-                         "pip install torch, or convert the file to .safetensors") from None
+        raise ValueError(
+            f"reading {path!r} needs PyTorch, which is not installed; "
+            "pip install torch, or convert the file to .safetensors"
+        ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line
@@ -124,9 +134,10 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 "torch.save(model.state_dict(), path) from a trusted source, or use .safetensors"
             ) from None
         first = message.strip().splitlines()[0] if message.strip() else type(e).__name__
-        raise ValueError(f"weights file {path!r} could not be read as a torch checkpoint "
-                         f"({type(e).__name__}: {first}); is it complete and a torch.save file?"
-                         ) from None
+        raise ValueError(
+            f"weights file {path!r} could not be read as a torch checkpoint "
+            f"({type(e).__name__}: {first}); is it complete and a torch.save file?"
+        ) from None
     return _unwrap(obj, path)
 
 
@@ -134,21 +145,22 @@ def _load_safetensors(path: str) -> dict[str, np.ndarray]:
     try:
         import safetensors.numpy
     except ImportError:
-        raise ValueError(f"reading {path!r} needs the safetensors package; "
-                         "pip install safetensors") from None
+        raise ValueError(f"reading {path!r} needs the safetensors package; pip install safetensors") from None
     try:
         arrays = safetensors.numpy.load_file(path)
     except Exception as e:  # noqa: BLE001 - e.g. bfloat16, which numpy cannot hold
         error: Exception = e
         try:
             import safetensors.torch
+
             arrays = safetensors.torch.load_file(path, device="cpu")
         except Exception as e2:  # noqa: BLE001
             if not isinstance(e2, ImportError):
                 error = e2
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"weights file {path!r} could not be read as safetensors "
-                             f"({type(error).__name__}: {first})") from None
+            raise ValueError(
+                f"weights file {path!r} could not be read as safetensors ({type(error).__name__}: {first})"
+            ) from None
     return _unwrap(arrays, path)
 
 
@@ -164,8 +176,9 @@ def pretrained_config(name: str | Pretrained) -> Pretrained:
     cfg = models.get_info(name).pretrained
     if cfg is None:
         have = [n for n in models.list_models() if models.get_info(n).pretrained is not None]
-        raise ValueError(f"model {name!r} has no public pretrained weights; models with "
-                         f"weights: {', '.join(have)}")
+        raise ValueError(
+            f"model {name!r} has no public pretrained weights; models with weights: {', '.join(have)}"
+        )
     return cfg
 
 
@@ -173,6 +186,7 @@ def torch_hub_dir() -> str:
     """torch.hub's directory, computed as torch does (``$TORCH_HOME/hub``), without torch."""
     try:
         import torch.hub
+
         return torch.hub.get_dir()
     except ImportError:
         home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
@@ -202,8 +216,7 @@ def cached_weights(name: str) -> str | None:
     if cfg.hf_hub_id:
         repo_dir = os.path.join(_hf_cache_dir(), "models--" + cfg.hf_hub_id.replace("/", "--"))
         for fname in _HF_FILES:
-            hits = sorted(glob.glob(os.path.join(repo_dir, "snapshots", "*", fname)),
-                          key=os.path.getmtime)
+            hits = sorted(glob.glob(os.path.join(repo_dir, "snapshots", "*", fname)), key=os.path.getmtime)
             if hits:
                 return hits[-1]
     return None
@@ -227,8 +240,9 @@ def _download(url: str, target: str, hash_prefix: str | None = None, timeout: fl
                 sha.update(chunk)
                 f.write(chunk)
         if hash_prefix and not sha.hexdigest().startswith(hash_prefix):
-            raise ValueError(f"sha256 {sha.hexdigest()[:12]}... does not start with the "
-                             f"expected {hash_prefix}")
+            raise ValueError(
+                f"sha256 {sha.hexdigest()[:12]}... does not start with the expected {hash_prefix}"
+            )
         shutil.move(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -257,17 +271,21 @@ def _find_or_download(name: str, download: bool) -> str:
     if cfg.hf_hub_id:
         where += f" or the Hugging Face cache ({cfg.hf_hub_id})"
     if not download:
-        raise ValueError(f"no {name} weights found in {where} and downloading is off; download "
-                         f"{cfg.url} to {os.path.join(torch_hub_dir(), 'checkpoints', cfg.filename)} "
-                         "or pass the file's path")
+        raise ValueError(
+            f"no {name} weights found in {where} and downloading is off; download "
+            f"{cfg.url} to {os.path.join(torch_hub_dir(), 'checkpoints', cfg.filename)} "
+            "or pass the file's path"
+        )
     try:
         return download_weights(name)
     except Exception as e:  # noqa: BLE001 - offline, HTTP error, bad hash, no torch ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"no {name} weights found in {where} and downloading {cfg.url} failed "
-                         f"({type(e).__name__}: {first}); download it on a machine with internet "
-                         f"to {os.path.join(torch_hub_dir(), 'checkpoints', cfg.filename)} or pass "
-                         "the file's path") from None
+        raise ValueError(
+            f"no {name} weights found in {where} and downloading {cfg.url} failed "
+            f"({type(e).__name__}: {first}); download it on a machine with internet "
+            f"to {os.path.join(torch_hub_dir(), 'checkpoints', cfg.filename)} or pass "
+            "the file's path"
+        ) from None
 
 
 # ----------------------------------------------------------------------------
@@ -275,8 +293,7 @@ def _find_or_download(name: str, download: bool) -> str:
 # ----------------------------------------------------------------------------
 
 
-def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | None
-                      ) -> dict[str, np.ndarray]:
+def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | None) -> dict[str, np.ndarray]:
     """Known layouts of public files that differ from the reference model:
     Cadene's inceptionresnetv2 names the classifier ``last_linear`` (timm: ``classif``);
     Cadene's inceptionv4/inceptionresnetv2 files have 1001 classes, background first,
@@ -289,15 +306,20 @@ def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | No
                 sd[f"{info.classifier}.{leaf}"] = sd.pop(f"last_linear.{leaf}")
     expected = cfg.num_classes if cfg else None
     key = f"{info.classifier}.weight"
-    if expected and key in sd and sd[key].shape[0] == expected + 1 and name in (
-            "inception_v4", "inception_resnet_v2"):
+    if (
+        expected
+        and key in sd
+        and sd[key].shape[0] == expected + 1
+        and name in ("inception_v4", "inception_resnet_v2")
+    ):
         for leaf in ("weight", "bias"):
             sd[f"{info.classifier}.{leaf}"] = sd[f"{info.classifier}.{leaf}"][1:]
     # yjxiong's Caffe-ported bn_inception-9f5701afb96c8044.pth (the alternative URL in
     # Cadene's settings) keeps vectors as (1, C); TSN's loader squeezes dim 0 likewise
     for k, v in sd.items():
         vector = k.endswith((".bias", ".running_mean", ".running_var")) or (
-            k.endswith(".weight") and re.search(r"(^|[._])bn\.weight$", k))
+            k.endswith(".weight") and re.search(r"(^|[._])bn\.weight$", k)
+        )
         if vector and v.ndim == 2 and v.shape[0] == 1:
             sd[k] = v.reshape(-1)
     return sd
@@ -326,12 +348,20 @@ def _replace_heads(name: str, model, variables, rng) -> dict[str, Any]:
     size = _input_size_for(name, {"aux_logits": getattr(model, "aux_logits", False)})
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     template = jax.eval_shape(lambda r, x: model.init(r, x, train=False), rng, x)
-    flat = {col: flax.traverse_util.flatten_dict(flax.core.unfreeze(template.get(col, {})))
-            for col in ("params", "batch_stats")}
-    old = {col: flax.traverse_util.flatten_dict(flax.core.unfreeze(variables.get(col, {})))
-           for col in ("params", "batch_stats")}
-    changed = [(col, k) for col in flat for k, v in flat[col].items()
-               if k not in old[col] or tuple(np.shape(old[col][k])) != tuple(v.shape)]
+    flat = {
+        col: flax.traverse_util.flatten_dict(flax.core.unfreeze(template.get(col, {})))
+        for col in ("params", "batch_stats")
+    }
+    old = {
+        col: flax.traverse_util.flatten_dict(flax.core.unfreeze(variables.get(col, {})))
+        for col in ("params", "batch_stats")
+    }
+    changed = [
+        (col, k)
+        for col in flat
+        for k, v in flat[col].items()
+        if k not in old[col] or tuple(np.shape(old[col][k])) != tuple(v.shape)
+    ]
 
     def init_changed(r):  # XLA keeps only the changed leaves' initialisers
         new = model.init(r, jnp.zeros(x.shape, x.dtype), train=False)
@@ -339,14 +369,23 @@ def _replace_heads(name: str, model, variables, rng) -> dict[str, Any]:
         return [new[col][k] for col, k in changed]
 
     fresh = dict(zip(changed, jax.jit(init_changed)(rng)))
-    return {col: flax.traverse_util.unflatten_dict(
-                {k: fresh[(col, k)] if (col, k) in fresh else old[col][k] for k in flat[col]})
-            for col in flat}
+    return {
+        col: flax.traverse_util.unflatten_dict(
+            {k: fresh[(col, k)] if (col, k) in fresh else old[col][k] for k in flat[col]}
+        )
+        for col in flat
+    }
 
 
-def load_pretrained(name: str, path: str | os.PathLike | None = None, *,
-                    num_classes: int | None = None, download: bool = True,
-                    rng: jax.Array | None = None, **model_kwargs: Any):
+def load_pretrained(
+    name: str,
+    path: str | os.PathLike | None = None,
+    *,
+    num_classes: int | None = None,
+    download: bool = True,
+    rng: jax.Array | None = None,
+    **model_kwargs: Any,
+):
     """Returns ``(model, variables)`` for ``name`` with ImageNet (or given) weights.
 
     Args:
@@ -374,8 +413,10 @@ def load_pretrained(name: str, path: str | os.PathLike | None = None, *,
         variables = load_variables(path)
         meta = _read_metadata(os.fspath(path))
         if meta.get("model") not in (None, name):
-            raise ValueError(f"{os.fspath(path)!r} holds {meta['model']} weights, not {name}; "
-                             f"use --model {meta['model']} or another weights directory")
+            raise ValueError(
+                f"{os.fspath(path)!r} holds {meta['model']} weights, not {name}; "
+                f"use --model {meta['model']} or another weights directory"
+            )
         options.update(meta.get("model_kwargs", {}))
         _check_variables(name, variables, os.fspath(path))
     else:
@@ -396,12 +437,11 @@ def load_pretrained(name: str, path: str | os.PathLike | None = None, *,
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     if options.get("aux_logits") is False and saved.get("aux_logits"):  # drop unused aux heads
         aux = models.get_info(name).aux_prefixes
-        variables = {col: {k: v for k, v in tree.items() if k not in aux}
-                     for col, tree in variables.items()}
+        variables = {col: {k: v for k, v in tree.items() if k not in aux} for col, tree in variables.items()}
     elif options["num_classes"] != saved["num_classes"] or (
-            options.get("aux_logits") and not saved.get("aux_logits")):
-        variables = _replace_heads(name, model, variables,
-                                   jax.random.PRNGKey(0) if rng is None else rng)
+        options.get("aux_logits") and not saved.get("aux_logits")
+    ):
+        variables = _replace_heads(name, model, variables, jax.random.PRNGKey(0) if rng is None else rng)
     return model, variables
 
 
@@ -410,27 +450,38 @@ def _check_variables(name: str, variables: Mapping[str, Any], where: str) -> Non
     try:
         options = _options_from_variables(name, variables)
     except (KeyError, TypeError):
-        raise ValueError(f"{where!r} does not hold {name} variables (no "
-                         f"{models.get_info(name).classifier!r} classifier)") from None
+        raise ValueError(
+            f"{where!r} does not hold {name} variables (no {models.get_info(name).classifier!r} classifier)"
+        ) from None
     model = models.create(name, **options)
     size = _input_size_for(name, options)
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     expected = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
     for col in ("params", "batch_stats"):
-        want = {k: tuple(v.shape) for k, v in
-                flax.traverse_util.flatten_dict(flax.core.unfreeze(expected.get(col, {}))).items()}
-        have = {k: tuple(np.shape(v)) for k, v in
-                flax.traverse_util.flatten_dict(dict(variables.get(col, {}))).items()}
+        want = {
+            k: tuple(v.shape)
+            for k, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(expected.get(col, {}))).items()
+        }
+        have = {
+            k: tuple(np.shape(v))
+            for k, v in flax.traverse_util.flatten_dict(dict(variables.get(col, {}))).items()
+        }
         if want != have:
             diff = sorted("/".join(k) for k in set(want) ^ set(have))
             diff += sorted("/".join(k) for k in set(want) & set(have) if want[k] != have[k])
-            raise ValueError(f"{where!r} does not hold {name} variables ({col} differ at "
-                             f"{', '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})")
+            raise ValueError(
+                f"{where!r} does not hold {name} variables ({col} differ at "
+                f"{', '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})"
+            )
 
 
-def save_pretrained(variables: Mapping[str, Any], directory: str | os.PathLike, *,
-                    name: str | None = None, model_kwargs: Mapping[str, Any] | None = None
-                    ) -> str:
+def save_pretrained(
+    variables: Mapping[str, Any],
+    directory: str | os.PathLike,
+    *,
+    name: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> str:
     """Writes ``{"params", "batch_stats"}`` as an Orbax checkpoint (a plain
     ``StandardSave``) to a new ``directory``; returns its absolute path.
 
@@ -449,8 +500,11 @@ def save_pretrained(variables: Mapping[str, Any], directory: str | os.PathLike, 
     tree = jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(tree))
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory, tree)
-    meta = {"format": "inception_jax pretrained variables", "model": name,
-            "model_kwargs": dict(model_kwargs or {})}
+    meta = {
+        "format": "inception_jax pretrained variables",
+        "model": name,
+        "model_kwargs": dict(model_kwargs or {}),
+    }
     with open(os.path.join(directory, METADATA_FILE), "w") as f:
         json.dump(meta, f, indent=2)
     return directory
@@ -471,23 +525,29 @@ def load_variables(directory: str | os.PathLike) -> dict[str, Any]:
 
     directory = os.path.abspath(os.fspath(directory))
     if not os.path.isdir(directory):
-        raise ValueError(f"load_variables: {directory!r} is not a directory; pass the directory "
-                         "written by save_pretrained")
+        raise ValueError(
+            f"load_variables: {directory!r} is not a directory; pass the directory written by save_pretrained"
+        )
     try:
         with ocp.StandardCheckpointer() as ckptr:
             metadata = ckptr.metadata(directory)
             tree = getattr(metadata, "item_metadata", metadata)
             target = jax.tree_util.tree_map(
-                lambda m: np.zeros(m.shape, m.dtype), dict(tree),
-                is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+                lambda m: np.zeros(m.shape, m.dtype),
+                dict(tree),
+                is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+            )
             restored = ckptr.restore(directory, target)
     except Exception as e:  # noqa: BLE001
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"load_variables: {directory!r} is not a readable Orbax checkpoint "
-                         f"({type(e).__name__}: {first[:200]})") from None
+        raise ValueError(
+            f"load_variables: {directory!r} is not a readable Orbax checkpoint "
+            f"({type(e).__name__}: {first[:200]})"
+        ) from None
     if "params" not in restored:
-        raise ValueError(f"load_variables: {directory!r} holds no 'params'; pass a directory "
-                         "written by save_pretrained")
+        raise ValueError(
+            f"load_variables: {directory!r} holds no 'params'; pass a directory written by save_pretrained"
+        )
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
@@ -510,15 +570,21 @@ def _open_image(item: ImageLike):
                 return img.convert("RGB")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"image {path!r} could not be decoded ({first}); pass a JPEG/PNG/... "
-                             "image file") from None
+            raise ValueError(
+                f"image {path!r} could not be decoded ({first}); pass a JPEG/PNG/... image file"
+            ) from None
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     array = np.asarray(item)
-    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (
-            array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
-        raise ValueError(f"preprocess: expected image paths, PIL images or HxWx3 uint8 arrays, "
-                         f"got an array of shape {array.shape} and dtype {array.dtype}")
+    if (
+        array.dtype != np.uint8
+        or array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4))
+    ):
+        raise ValueError(
+            f"preprocess: expected image paths, PIL images or HxWx3 uint8 arrays, "
+            f"got an array of shape {array.shape} and dtype {array.dtype}"
+        )
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     return Image.fromarray(array).convert("RGB")
@@ -526,6 +592,7 @@ def _open_image(item: ImageLike):
 
 def _pil_filter(interpolation: str):
     from PIL import Image
+
     modes = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
     if interpolation not in modes:
         raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {sorted(modes)}")
@@ -547,8 +614,7 @@ def resize_center_crop(img, resize_size: int, crop_size: int, interpolation: str
     return img.crop((left, top, left + crop_size, top + crop_size))
 
 
-def preprocess(images: ImageLike | Sequence[ImageLike], name: str | Pretrained
-               ) -> np.ndarray:
+def preprocess(images: ImageLike | Sequence[ImageLike], name: str | Pretrained) -> np.ndarray:
     """The reference eval transform of ``name``'s pretrained weights -> NHWC float32.
 
     ``images``: a path, PIL image or HxWx3 uint8 array, or a list of them (a 4-D
@@ -569,8 +635,7 @@ def preprocess(images: ImageLike | Sequence[ImageLike], name: str | Pretrained
     std = np.asarray(cfg.std, np.float32)
     out = np.empty((len(items), cfg.input_size, cfg.input_size, 3), np.float32)
     for i, item in enumerate(items):
-        img = resize_center_crop(_open_image(item), cfg.resize_size, cfg.input_size,
-                                 cfg.interpolation)
+        img = resize_center_crop(_open_image(item), cfg.resize_size, cfg.input_size, cfg.interpolation)
         x = np.asarray(img, np.uint8).astype(np.float32) / np.float32(255.0)
         if cfg.input_space == "BGR":
             x = x[..., ::-1]
@@ -598,17 +663,21 @@ def _pooled_features(model, variables, x):
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if (context.method_name == "__call__" and isinstance(module, nn.Dense)
-                and len(module.scope.path) == 1
-                and (classifier is None or module.name == classifier)):
+        if (
+            context.method_name == "__call__"
+            and isinstance(module, nn.Dense)
+            and len(module.scope.path) == 1
+            and (classifier is None or module.name == classifier)
+        ):
             captured.append(args[0])
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(interceptor):
         model.apply(variables, x, train=False)
     if len(captured) != 1:
-        raise ValueError(f"features: found {len(captured)} top-level classifiers in "
-                         f"{type(model).__name__}, expected 1")
+        raise ValueError(
+            f"features: found {len(captured)} top-level classifiers in {type(model).__name__}, expected 1"
+        )
     return captured[0]
 
 

@@ -46,8 +46,9 @@ class TrainState(train_state.TrainState):
 # ----------------------------------------------------------------------------
 
 
-def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                  total_steps: int) -> optax.Schedule:
+def make_schedule(
+    config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
+) -> optax.Schedule:
     """Learning rate per step. ``step`` is torch's StepLR (decay by ``gamma`` every
     ``step_size_epochs`` epochs), ``exponential`` the same with fractional-epoch
     periods allowed (Inception v3: 0.94 every 2 epochs), ``cosine`` decays to 0 over
@@ -62,8 +63,9 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     elif config.schedule == "cosine":
         main = optax.cosine_decay_schedule(base, max(1, total_steps - warmup))
     else:
-        raise ValueError(f"config.schedule={config.schedule!r}: expected one of "
-                         f"{', '.join(config_lib.SCHEDULES)}")
+        raise ValueError(
+            f"config.schedule={config.schedule!r}: expected one of {', '.join(config_lib.SCHEDULES)}"
+        )
     if warmup > 0:
         return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
     return main
@@ -76,18 +78,21 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
     if config.weight_decay > 0 and config.optimizer != "adamw":
         chain.append(optax.add_decayed_weights(config.weight_decay))  # torch-style L2
     if config.optimizer == "sgd":
-        chain.append(optax.sgd(schedule, momentum=config.momentum or None,
-                               nesterov=config.nesterov))
+        chain.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
     elif config.optimizer == "adam":
         chain.append(optax.adam(schedule, eps=config.adam_eps))
     elif config.optimizer == "adamw":
         chain.append(optax.adamw(schedule, eps=config.adam_eps, weight_decay=config.weight_decay))
     elif config.optimizer == "rmsprop":
-        chain.append(optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.rmsprop_eps,
-                                   momentum=config.momentum or None))
+        chain.append(
+            optax.rmsprop(
+                schedule, decay=config.rmsprop_decay, eps=config.rmsprop_eps, momentum=config.momentum or None
+            )
+        )
     else:
-        raise ValueError(f"config.optimizer={config.optimizer!r}: expected one of "
-                         f"{', '.join(config_lib.OPTIMIZERS)}")
+        raise ValueError(
+            f"config.optimizer={config.optimizer!r}: expected one of {', '.join(config_lib.OPTIMIZERS)}"
+        )
     return optax.chain(*chain)
 
 
@@ -104,8 +109,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) 
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot)
 
 
-def combined_loss(outputs, labels: jax.Array, aux_weight: float, smoothing: float,
-                  weights: Optional[jax.Array] = None):
+def combined_loss(
+    outputs, labels: jax.Array, aux_weight: float, smoothing: float, weights: Optional[jax.Array] = None
+):
     """Main loss + ``aux_weight`` x each aux loss; ``outputs`` is logits or (main, aux...).
 
     A (weighted) mean over examples; ``weights`` (0/1) mask examples out. Returns
@@ -144,9 +150,18 @@ def prepare_images(images_uint8, indices, key, cfg: StepConfig, dtype, train: bo
     return x.astype(dtype)
 
 
-def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array,
-                   weights: jax.Array, example_ids: jax.Array, key: jax.Array, *, model,
-                   cfg: StepConfig, axis_name: Optional[str] = AXIS):
+def train_on_batch(
+    state: TrainState,
+    images_uint8: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    example_ids: jax.Array,
+    key: jax.Array,
+    *,
+    model,
+    cfg: StepConfig,
+    axis_name: Optional[str] = AXIS,
+):
     """One optimisation step on this device's examples (uint8 NHWC, before augmentation).
 
     ``example_ids`` seed the per-example augmentation (dataset indices), so the
@@ -166,17 +181,19 @@ def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array
     n = jnp.sum(w)
 
     def loss_fn(params):
-        outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                       train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": dropout_key})
+        outputs, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_key},
+        )
         loss, logits = combined_loss(outputs, labels, cfg.aux_weight, cfg.label_smoothing, w)
         return loss, (logits, updates["batch_stats"])
 
     with cpu_backend.cpu_kernels(cfg.cpu_kernels):
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    metrics = {"loss_sum": loss * n,
-               "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * w),
-               "count": n}
+    metrics = {"loss_sum": loss * n, "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * w), "count": n}
     if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
         metrics = lax.psum(metrics, axis_name)
@@ -186,42 +203,80 @@ def train_on_batch(state: TrainState, images_uint8: jax.Array, labels: jax.Array
     return new_state, metrics
 
 
-def train_step(state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array,
-               key: jax.Array, *, model, cfg: StepConfig, axis_name: Optional[str] = AXIS):
+def train_step(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    indices: jax.Array,
+    key: jax.Array,
+    *,
+    model,
+    cfg: StepConfig,
+    axis_name: Optional[str] = AXIS,
+):
     """In-memory datasets: ``images``/``labels`` are the whole dataset on the device,
     ``indices`` this device's examples (gathered and augmented on the device)."""
-    return train_on_batch(state, images[indices], labels[indices],
-                          jnp.ones(indices.shape, jnp.float32), indices, key, model=model,
-                          cfg=cfg, axis_name=axis_name)
+    return train_on_batch(
+        state,
+        images[indices],
+        labels[indices],
+        jnp.ones(indices.shape, jnp.float32),
+        indices,
+        key,
+        model=model,
+        cfg=cfg,
+        axis_name=axis_name,
+    )
 
 
-def train_step_streamed(state: TrainState, images: jax.Array, labels: jax.Array, weights: jax.Array,
-                        key: jax.Array, *, model, cfg: StepConfig, axis_name: Optional[str] = AXIS):
+def train_step_streamed(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    key: jax.Array,
+    *,
+    model,
+    cfg: StepConfig,
+    axis_name: Optional[str] = AXIS,
+):
     """Streaming datasets: this device's batch, already augmented on the host."""
     ids = jnp.arange(labels.shape[0], dtype=jnp.int32)
-    return train_on_batch(state, images, labels, weights, ids, key, model=model, cfg=cfg,
-                          axis_name=axis_name)
+    return train_on_batch(state, images, labels, weights, ids, key, model=model, cfg=cfg, axis_name=axis_name)
 
 
-def eval_on_batch(state: TrainState, images_uint8, labels, mask, *, model, cfg: StepConfig,
-                  axis_name: Optional[str] = AXIS):
+def eval_on_batch(
+    state: TrainState, images_uint8, labels, mask, *, model, cfg: StepConfig, axis_name: Optional[str] = AXIS
+):
     """Summed correct predictions and loss over this device's (masked) examples."""
     x = prepare_images(images_uint8, None, None, cfg, model.dtype, train=False)
     with cpu_backend.cpu_kernels(cfg.cpu_kernels):
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
     mask = mask.astype(jnp.float32)
-    metrics = {"correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-               "loss_sum": jnp.sum(cross_entropy(logits, labels) * mask),
-               "count": jnp.sum(mask)}
+    metrics = {
+        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+        "loss_sum": jnp.sum(cross_entropy(logits, labels) * mask),
+        "count": jnp.sum(mask),
+    }
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)
     return metrics
 
 
-def eval_step(state: TrainState, images, labels, indices, mask, *, model, cfg: StepConfig,
-              axis_name: Optional[str] = AXIS):
-    return eval_on_batch(state, images[indices], labels[indices], mask, model=model, cfg=cfg,
-                         axis_name=axis_name)
+def eval_step(
+    state: TrainState,
+    images,
+    labels,
+    indices,
+    mask,
+    *,
+    model,
+    cfg: StepConfig,
+    axis_name: Optional[str] = AXIS,
+):
+    return eval_on_batch(
+        state, images[indices], labels[indices], mask, model=model, cfg=cfg, axis_name=axis_name
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -236,9 +291,11 @@ class Runner:
     pmap runner keeps a stacked copy internally.
     """
 
-    def __init__(self, model, cfg: StepConfig, parallel: str = "shard_map", devices=None,
-                 streaming: bool = False):
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    def __init__(
+        self, model, cfg: StepConfig, parallel: str = "shard_map", devices=None, streaming: bool = False
+    ):
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
 
         self.devices = list(devices if devices is not None else jax.devices())
         self.num_devices = len(self.devices)
@@ -247,24 +304,34 @@ class Runner:
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
         self.streaming = streaming
-        step = functools.partial(train_step_streamed if streaming else train_step, model=model,
-                                 cfg=cfg, axis_name=AXIS)
-        evaluate = functools.partial(eval_on_batch if streaming else eval_step, model=model, cfg=cfg,
-                                     axis_name=AXIS)
+        step = functools.partial(
+            train_step_streamed if streaming else train_step, model=model, cfg=cfg, axis_name=AXIS
+        )
+        evaluate = functools.partial(
+            eval_on_batch if streaming else eval_step, model=model, cfg=cfg, axis_name=AXIS
+        )
         # in-memory: (state, dataset images, dataset labels, indices, key)
         # streaming: (state, batch images, batch labels, weights, key)
         data = (P(AXIS), P(AXIS)) if streaming else (P(), P())
         if parallel == "shard_map":
-            self._train = jax.jit(jax.shard_map(
-                step, mesh=self.mesh, in_specs=(P(), *data, P(AXIS), P()),
-                out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
-            eval_specs = (P(), P(AXIS), P(AXIS), P(AXIS)) if streaming else \
-                (P(), P(), P(), P(AXIS), P(AXIS))
-            self._eval = jax.jit(jax.shard_map(evaluate, mesh=self.mesh, in_specs=eval_specs,
-                                               out_specs=P(), check_vma=False))
+            self._train = jax.jit(
+                jax.shard_map(
+                    step,
+                    mesh=self.mesh,
+                    in_specs=(P(), *data, P(AXIS), P()),
+                    out_specs=(P(), P()),
+                    check_vma=False,
+                ),
+                donate_argnums=(0,),
+            )
+            eval_specs = (P(), P(AXIS), P(AXIS), P(AXIS)) if streaming else (P(), P(), P(), P(AXIS), P(AXIS))
+            self._eval = jax.jit(
+                jax.shard_map(evaluate, mesh=self.mesh, in_specs=eval_specs, out_specs=P(), check_vma=False)
+            )
         elif parallel == "pmap":
-            self._train = jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, 0, 0, None),
-                                   donate_argnums=(0,), devices=self.devices)
+            self._train = jax.pmap(
+                step, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,), devices=self.devices
+            )
             self._eval = jax.pmap(evaluate, axis_name=AXIS, devices=self.devices)
         else:
             raise ValueError(f"parallel={parallel!r}: expected 'shard_map' or 'pmap'")
@@ -274,8 +341,11 @@ class Runner:
         if self.parallel == "pmap":  # one copy per device along a new leading axis
             n = self.num_devices
             return jax.tree_util.tree_map(
-                lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (n,) + np.shape(x)),
-                                         self.sharded), tree)
+                lambda x: jax.device_put(
+                    np.broadcast_to(np.asarray(x)[None], (n,) + np.shape(x)), self.sharded
+                ),
+                tree,
+            )
         return jax.device_put(tree, self.replicated)
 
     def unreplicate(self, tree):
@@ -293,7 +363,7 @@ class Runner:
         """A global batch (the same on every process): each process feeds its own part."""
         if self.parallel == "shard_map" and jax.process_count() > 1:
             per = array.shape[0] // jax.process_count()
-            array = array[jax.process_index() * per:(jax.process_index() + 1) * per]
+            array = array[jax.process_index() * per : (jax.process_index() + 1) * per]
         return self.put_local_batch(array)
 
     # -- steps --
@@ -312,8 +382,9 @@ class Runner:
 
 def create_train_state(model, rng, image_size: int, tx) -> TrainState:
     variables = models.init(model, rng, (1, image_size, image_size, 3))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables.get("batch_stats", {}), tx=tx)
+    return TrainState.create(
+        apply_fn=model.apply, params=variables["params"], batch_stats=variables.get("batch_stats", {}), tx=tx
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -345,9 +416,11 @@ def init_from_pretrained(state: TrainState, config) -> Tuple[TrainState, str]:
                 fresh.append(key[0])
             else:
                 got = "missing" if src is None else f"of shape {tuple(np.shape(src))}"
-                raise ValueError(f"config.init_from={config.init_from!r}: {'/'.join(key)} is {got}, "
-                                 f"{config.model} needs {tuple(value.shape)}; use weights of "
-                                 f"{config.model} or another --config.model")
+                raise ValueError(
+                    f"config.init_from={config.init_from!r}: {'/'.join(key)} is {got}, "
+                    f"{config.model} needs {tuple(value.shape)}; use weights of "
+                    f"{config.model} or another --config.model"
+                )
         merged[col] = flax.traverse_util.unflatten_dict(out)
     n = sum(len(flax.traverse_util.flatten_dict(flax.core.unfreeze(t))) for t in merged.values())
     heads_note = f"; new heads: {', '.join(sorted(set(fresh)))}" if fresh else ""
@@ -362,8 +435,7 @@ def build_model(config, num_classes: int):
     # on any device count; off: per-device statistics (PyTorch DDP's default), no
     # collective in the forward pass, and an update that depends on the device count
     axis_name = AXIS if config.sync_batch_norm else None
-    return models.create(config.model, num_classes=num_classes, dtype=dtype, axis_name=axis_name,
-                         **kwargs)
+    return models.create(config.model, num_classes=num_classes, dtype=dtype, axis_name=axis_name, **kwargs)
 
 
 IN_MEMORY_DATASETS = config_lib.IN_MEMORY
@@ -374,30 +446,38 @@ def load_datasets(config):
     if config.dataset == "synthetic":
         n_cls = config.num_classes if config.num_classes > 0 else 10
         train = data_source.synthetic(config.synthetic_examples, config.image_size, n_cls, config.seed)
-        evald = data_source.synthetic(max(config.synthetic_examples // 4, 1), config.image_size, n_cls,
-                                      config.seed, split_seed=1)
+        evald = data_source.synthetic(
+            max(config.synthetic_examples // 4, 1), config.image_size, n_cls, config.seed, split_seed=1
+        )
         return train, evald
     cache = os.path.expanduser(config.cache_dir) if config.cache_dir else None
-    train = data_source.load_in_memory(config.dataset, config.train_split, config.data_dir, cache,
-                                       config.bad_records)
-    evald = data_source.load_in_memory(config.dataset, config.eval_split, config.data_dir, cache,
-                                       config.bad_records)
+    train = data_source.load_in_memory(
+        config.dataset, config.train_split, config.data_dir, cache, config.bad_records
+    )
+    evald = data_source.load_in_memory(
+        config.dataset, config.eval_split, config.data_dir, cache, config.bad_records
+    )
     if train.images.shape[1] != config.image_size:
-        raise ValueError(f"config.image_size={config.image_size}: the {config.dataset} images are "
-                         f"{train.images.shape[1]}x{train.images.shape[2]}; set "
-                         f"--config.image_size={train.images.shape[1]}")
+        raise ValueError(
+            f"config.image_size={config.image_size}: the {config.dataset} images are "
+            f"{train.images.shape[1]}x{train.images.shape[2]}; set "
+            f"--config.image_size={train.images.shape[1]}"
+        )
     return train, evald
 
 
 def step_config(config, streaming: bool = False) -> StepConfig:
     # streaming pipelines augment on the host (random-resized crop + flip)
-    return StepConfig(aux_weight=float(config.aux_loss_weight),
-                      label_smoothing=float(config.label_smoothing),
-                      crop_padding=0 if streaming else int(config.crop_padding),
-                      random_flip=False if streaming else bool(config.random_flip),
-                      mean=tuple(float(v) for v in config.mean), std=tuple(float(v) for v in config.std),
-                      resize_to=0 if streaming else int(config.get("resize_to", 0)),
-                      cpu_kernels=cpu_backend.resolve(config.cpu_kernels))
+    return StepConfig(
+        aux_weight=float(config.aux_loss_weight),
+        label_smoothing=float(config.label_smoothing),
+        crop_padding=0 if streaming else int(config.crop_padding),
+        random_flip=False if streaming else bool(config.random_flip),
+        mean=tuple(float(v) for v in config.mean),
+        std=tuple(float(v) for v in config.std),
+        resize_to=0 if streaming else int(config.get("resize_to", 0)),
+        cpu_kernels=cpu_backend.resolve(config.cpu_kernels),
+    )
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -436,12 +516,18 @@ class InMemoryData:
             self._perm = epoch_permutation(self.config.seed, epoch, self.num_train)
             self._perm_epoch = epoch
         b = self.config.batch_size
-        idx = self._perm[offset * b:(offset + 1) * b]
+        idx = self._perm[offset * b : (offset + 1) * b]
         return self.images, self.labels, self.runner.put_batch(idx)
 
     def evaluate(self, state) -> Dict[str, float]:
-        return evaluate(self.runner, state, self.eval_images, self.eval_labels, len(self.eval_ds),
-                        self.config.eval_batch_size)
+        return evaluate(
+            self.runner,
+            state,
+            self.eval_images,
+            self.eval_labels,
+            len(self.eval_ds),
+            self.config.eval_batch_size,
+        )
 
     def close(self) -> None:
         pass
@@ -454,16 +540,24 @@ class StreamingData:
         from inception_jax.data.streaming import StreamingLoader
 
         pc, pi = jax.process_count(), jax.process_index()
-        common = dict(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-                      seed=config.seed, workers=config.pipeline_workers, process_index=pi,
-                      process_count=pc, bad_records=config.bad_records)
+        common = dict(
+            dataset=config.dataset,
+            data_dir=config.data_dir,
+            image_size=config.image_size,
+            seed=config.seed,
+            workers=config.pipeline_workers,
+            process_index=pi,
+            process_count=pc,
+            bad_records=config.bad_records,
+        )
         self.config = config
-        self.train_loader = StreamingLoader(split=config.train_split, batch_size=config.batch_size // pc,
-                                            train=True, **common)
-        self.eval_loader = StreamingLoader(split=config.eval_split,
-                                           batch_size=config.eval_batch_size // pc, train=False, **common)
-        self.num_classes = (config.num_classes if config.num_classes > 0
-                            else self.train_loader.num_classes)
+        self.train_loader = StreamingLoader(
+            split=config.train_split, batch_size=config.batch_size // pc, train=True, **common
+        )
+        self.eval_loader = StreamingLoader(
+            split=config.eval_split, batch_size=config.eval_batch_size // pc, train=False, **common
+        )
+        self.num_classes = config.num_classes if config.num_classes > 0 else self.train_loader.num_classes
         self.num_train = self.train_loader.num_examples
         self.steps_per_epoch = self.train_loader.steps_per_epoch
         self.skipped = 0
@@ -493,7 +587,8 @@ class StreamingData:
 
 def open_data(config):
     streaming = config.pipeline == "streaming" or (
-        config.pipeline == "auto" and config.dataset not in IN_MEMORY_DATASETS)
+        config.pipeline == "auto" and config.dataset not in IN_MEMORY_DATASETS
+    )
     if not streaming:
         return InMemoryData(config, *load_datasets(config))
     return StreamingData(config)
@@ -515,7 +610,8 @@ def _check_finite(loss: float, where: str, ckpt) -> None:
         raise FloatingPointError(
             f"training loss became {loss} {where}; stopped without saving; the last good checkpoint "
             f"(step {ckpt.latest_step()}) is kept. Lower --config.learning_rate or enable "
-            "--config.grad_clip_norm")
+            "--config.grad_clip_norm"
+        )
 
 
 class StopRequest:
@@ -567,9 +663,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     config_lib.validate(config)
     num_devices = jax.device_count()
     if config.batch_size % num_devices or config.eval_batch_size % num_devices:
-        raise ValueError(f"config.batch_size={config.batch_size} / eval_batch_size="
-                         f"{config.eval_batch_size}: expected multiples of the {num_devices} "
-                         "devices; change them or the device count")
+        raise ValueError(
+            f"config.batch_size={config.batch_size} / eval_batch_size="
+            f"{config.eval_batch_size}: expected multiples of the {num_devices} "
+            "devices; change them or the device count"
+        )
     workdir = os.path.abspath(os.path.expanduser(workdir))
     with StopRequest() as stop:
         return _train(config, workdir, stop)
@@ -585,14 +683,21 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     data = open_data(config)
     num_classes = data.num_classes
     if data.max_label >= num_classes:
-        raise ValueError(f"config.num_classes={num_classes}: the data has label {data.max_label}; "
-                         "raise num_classes or use -1")
+        raise ValueError(
+            f"config.num_classes={num_classes}: the data has label {data.max_label}; "
+            "raise num_classes or use -1"
+        )
     steps_per_epoch = data.steps_per_epoch
     if steps_per_epoch < 1:
-        raise ValueError(f"config.batch_size={config.batch_size}: larger than the {data.num_train} "
-                         "training examples; lower it")
-    total_steps = (config.num_train_steps if config.num_train_steps > 0
-                   else int(math.ceil(config.num_epochs * steps_per_epoch)))
+        raise ValueError(
+            f"config.batch_size={config.batch_size}: larger than the {data.num_train} "
+            "training examples; lower it"
+        )
+    total_steps = (
+        config.num_train_steps
+        if config.num_train_steps > 0
+        else int(math.ceil(config.num_epochs * steps_per_epoch))
+    )
 
     model = build_model(config, num_classes)
     schedule = make_schedule(config, steps_per_epoch, total_steps)
@@ -609,9 +714,14 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     data.place(runner, start_step)
     data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key
 
-    logger = metrics_lib.MetricsLogger(workdir, total_steps, config.batch_size,
-                                       resumed=start_step > 0, write_files=main_process,
-                                       quiet=not main_process)
+    logger = metrics_lib.MetricsLogger(
+        workdir,
+        total_steps,
+        config.batch_size,
+        resumed=start_step > 0,
+        write_files=main_process,
+        quiet=not main_process,
+    )
     if start_step >= total_steps:
         return _already_complete(config, workdir, state, runner, data, logger, start_step, total_steps)
     if start_step > 0:
@@ -635,8 +745,16 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         ta = train_m["correct"] / train_m["count"] if train_m else float("nan")
         if train_m:
             _check_finite(tl, f"in epoch {epoch_index + 1} (step {step})", ckpt)
-        logger.epoch(epoch_index + 1, step, tl, ta, ev["accuracy"], ev["loss"], float(schedule(step - 1)),
-                     partial=partial)
+        logger.epoch(
+            epoch_index + 1,
+            step,
+            tl,
+            ta,
+            ev["accuracy"],
+            ev["loss"],
+            float(schedule(step - 1)),
+            partial=partial,
+        )
         ckpt.save(step, runner.unreplicate(state), eval_accuracy=ev["accuracy"], force=True)
         epoch_metrics = None
 
@@ -660,19 +778,26 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
                 stopped_by = stop.signal_name or "a preemption notice"
                 ckpt.save(step, runner.unreplicate(state), force=True)
                 ckpt.wait()
-                logger.line(f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
-                            f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume")
+                logger.line(
+                    f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
+                    f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume"
+                )
                 break
-            if config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0 \
-                    and step % steps_per_epoch != 0:
+            if (
+                config.checkpoint_every_steps > 0
+                and step % config.checkpoint_every_steps == 0
+                and step % steps_per_epoch != 0
+            ):
                 ckpt.save(step, runner.unreplicate(state))
             if step % steps_per_epoch == 0:
                 finish_epoch(step // steps_per_epoch - 1, partial=False)
                 t_window = time.time()
         if stopped_by is None and (epoch_metrics is not None or step == start_step):
             # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
-            finish_epoch(step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
-                         partial=True)
+            finish_epoch(
+                step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
+                partial=True,
+            )
         ckpt.wait()
     finally:
         data.close()
@@ -681,9 +806,13 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         except ckpt_lib.CheckpointWriteError:
             pass  # already raised, or superseded by the exception in flight
         logger.close()
-    return {"step": step, "eval_accuracy": last_eval.get("accuracy"),
-            "eval_loss": last_eval.get("loss"), "state": runner.unreplicate(state),
-            "stopped_by": stopped_by}
+    return {
+        "step": step,
+        "eval_accuracy": last_eval.get("accuracy"),
+        "eval_loss": last_eval.get("loss"),
+        "state": runner.unreplicate(state),
+        "stopped_by": stopped_by,
+    }
 
 
 def _already_complete(config, workdir, state, runner, data, logger, step, total_steps):
@@ -696,17 +825,26 @@ def _already_complete(config, workdir, state, runner, data, logger, step, total_
             metrics = f"Test Acc: {100 * ev['accuracy']:.2f}%, Test Loss: {ev['loss']:.4f}"
             accuracy, loss = ev["accuracy"], ev["loss"]
         else:
-            metrics = (f"Epoch {last['epoch']}: Train Loss: {last['train_loss']:.4f}, Train Acc: "
-                       f"{100 * last['train_accuracy']:.2f}%, Test Acc: {100 * last['eval_accuracy']:.2f}%")
+            metrics = (
+                f"Epoch {last['epoch']}: Train Loss: {last['train_loss']:.4f}, Train Acc: "
+                f"{100 * last['train_accuracy']:.2f}%, Test Acc: {100 * last['eval_accuracy']:.2f}%"
+            )
             accuracy, loss = last["eval_accuracy"], last["eval_loss"]
-        logger.line(f"Training in {workdir} is already complete (step {step} of {total_steps}); "
-                    "raise num_epochs or num_train_steps to train further")
+        logger.line(
+            f"Training in {workdir} is already complete (step {step} of {total_steps}); "
+            "raise num_epochs or num_train_steps to train further"
+        )
         logger.line(f"Final metrics: {metrics}")
     finally:
         data.close()
         logger.close()
-    return {"step": step, "eval_accuracy": accuracy, "eval_loss": loss,
-            "state": runner.unreplicate(state), "stopped_by": None}
+    return {
+        "step": step,
+        "eval_accuracy": accuracy,
+        "eval_loss": loss,
+        "state": runner.unreplicate(state),
+        "stopped_by": None,
+    }
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):
@@ -728,6 +866,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str
         ev = data.evaluate(runner.put_replicated(state))
     finally:
         data.close()
-    print(f"Checkpoint {which} (step {step}): Test Acc: {100 * ev['accuracy']:.2f}%, "
-          f"Test Loss: {ev['loss']:.4f}", flush=True)
+    print(
+        f"Checkpoint {which} (step {step}): Test Acc: {100 * ev['accuracy']:.2f}%, "
+        f"Test Loss: {ev['loss']:.4f}",
+        flush=True,
+    )
     return {"step": step, **ev}

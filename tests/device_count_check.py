@@ -8,26 +8,22 @@ batches, and prints ``RESULT {json}``: for each case the largest relative differ
 
 import json
 import os
-import sys
 
 assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from numerics import tree_rel_l2 as rel_l2  # noqa: E402
 
 from inception_jax import config as config_lib  # noqa: E402
 from inception_jax import training  # noqa: E402
-from numerics import tree_rel_l2 as rel_l2  # noqa: E402
 
 STEPS = 3
 BATCH = 16
 
 
-
-
-def run_case(model_name, image_size, device_counts, learning_rate, steps=STEPS, float64=False,
-             **overrides):
+def run_case(model_name, image_size, device_counts, learning_rate, steps=STEPS, float64=False, **overrides):
     c = config_lib.base_config()
     c.model, c.image_size, c.optimizer, c.learning_rate = model_name, image_size, "sgd", learning_rate
     # Images without exact ties in max-pool windows: where a window holds equal values
@@ -44,11 +40,13 @@ def run_case(model_name, image_size, device_counts, learning_rate, steps=STEPS, 
     images = rng.randint(0, 256, (BATCH * steps, image_size, image_size, 3)).astype(np.uint8)
     labels = rng.randint(0, 10, BATCH * steps).astype(np.int32)
     tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
-    state0 = jax.tree_util.tree_map(np.asarray, training.create_train_state(
-        model, jax.random.PRNGKey(0), image_size, tx))
+    state0 = jax.tree_util.tree_map(
+        np.asarray, training.create_train_state(model, jax.random.PRNGKey(0), image_size, tx)
+    )
     if float64:
         state0 = jax.tree_util.tree_map(
-            lambda a: a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a, state0)
+            lambda a: a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a, state0
+        )
     data_key = jax.random.PRNGKey(1)
     finals, losses = {}, {}
     for n in device_counts:
@@ -73,8 +71,7 @@ def run_case(model_name, image_size, device_counts, learning_rate, steps=STEPS, 
 
 def googlenet_float64():
     with jax.enable_x64(True):
-        return run_case("googlenet", 32, (1, 4, 8), 1e-2, float64=True,
-                        model_kwargs={"aux_logits": True})
+        return run_case("googlenet", 32, (1, 4, 8), 1e-2, float64=True, model_kwargs={"aux_logits": True})
 
 
 def main():

@@ -8,13 +8,12 @@ assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+import reliability_worker  # noqa: E402,F401  (registers tiny_inception: compiles in seconds)
+from numerics import tree_rel_l2  # noqa: E402
 
 from inception_jax import config as config_lib  # noqa: E402
 from inception_jax import training  # noqa: E402
 from inception_jax.data import source  # noqa: E402
-
-from numerics import tree_rel_l2  # noqa: E402
-import reliability_worker  # noqa: E402,F401  (registers tiny_inception: compiles in seconds)
 
 
 def main():
@@ -23,8 +22,9 @@ def main():
     model = training.build_model(c, 4)
     ds = source.synthetic(64, 16, 4)
     tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
-    state0 = jax.tree_util.tree_map(np.asarray, training.create_train_state(
-        model, jax.random.PRNGKey(0), 16, tx))
+    state0 = jax.tree_util.tree_map(
+        np.asarray, training.create_train_state(model, jax.random.PRNGKey(0), 16, tx)
+    )
     data_key = jax.random.PRNGKey(1)
 
     def run(devices, parallel):
@@ -34,15 +34,19 @@ def main():
         key = r.put_replicated(data_key) if parallel == "shard_map" else data_key
         losses = []
         for step in range(2):
-            st, m = r.train(st, imgs, lbls, r.put_batch(np.arange(16 * step, 16 * step + 16,
-                                                                  dtype=np.int32)), key)
+            st, m = r.train(
+                st, imgs, lbls, r.put_batch(np.arange(16 * step, 16 * step + 16, dtype=np.int32)), key
+            )
             m = r.metrics(m)
             losses.append(m["loss_sum"] / m["count"])
         st = jax.device_get(r.unreplicate(st))
         return losses, st
 
-    results = {"one": run(jax.devices()[:1], "shard_map"), "eight": run(jax.devices(), "shard_map"),
-               "pmap": run(jax.devices(), "pmap")}
+    results = {
+        "one": run(jax.devices()[:1], "shard_map"),
+        "eight": run(jax.devices(), "shard_map"),
+        "pmap": run(jax.devices(), "pmap"),
+    }
     out = {"devices": jax.device_count(), "losses": {k: v[0] for k, v in results.items()}}
 
     max_rel = tree_rel_l2  # near-zero leaves don't amplify rounding

@@ -18,14 +18,15 @@ SIZES = ((300, 231, "png"), (257, 343, "jpeg"), (224, 224, "png"))
 
 def cifar_images(count: int, offset: int = 0) -> list[np.ndarray]:
     import tensorflow_datasets as tfds
-    src = tfds.data_source("cifar10", split=f"train[{offset}:{offset + count}]",
-                           data_dir=SHARED_TFDS)
+
+    src = tfds.data_source("cifar10", split=f"train[{offset}:{offset + count}]", data_dir=SHARED_TFDS)
     return [np.asarray(src[i]["image"], np.uint8) for i in range(count)]
 
 
 def write_images(directory, sizes=SIZES, offset: int = 0) -> list[str]:
     """Writes one upscaled CIFAR image per entry of ``sizes``; returns the paths."""
     from PIL import Image
+
     paths = []
     for i, (image, (h, w, fmt)) in enumerate(zip(cifar_images(len(sizes), offset), sizes)):
         path = os.path.join(str(directory), f"cifar_{offset + i}_{h}x{w}.{'jpg' if fmt == 'jpeg' else fmt}")

@@ -13,8 +13,16 @@ from jax import export
 from inception_jax import config as config_lib
 from inception_jax import models, training
 
-SIZES = {"bn_inception": 32, "googlenet": 32, "googlenet_cifar": 16, "googlenet_paper": 32,
-         "inception_cifar": 16, "inception_resnet_v2": 75, "inception_v3": 299, "inception_v4": 75}
+SIZES = {
+    "bn_inception": 32,
+    "googlenet": 32,
+    "googlenet_cifar": 16,
+    "googlenet_paper": 32,
+    "inception_cifar": 16,
+    "inception_resnet_v2": 75,
+    "inception_v3": 299,
+    "inception_v4": 75,
+}
 BATCH, EVAL_BATCH, DATASET = 2, 2, 4
 
 
@@ -23,7 +31,9 @@ def test_every_registered_model_is_covered():
 
 
 def _abstract(tree, sharding):
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -37,10 +47,12 @@ def test_train_and_eval_steps_lower_for_cuda_and_tpu_in_bf16(name):
     assert not cfg.cpu_kernels
     runner = training.Runner(model, cfg, "shard_map")
     tx = training.make_optimizer(c, optax.constant_schedule(0.1))
+
     def init_state():
         v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, SIZES[name], SIZES[name], 3)))
-        return training.TrainState.create(apply_fn=model.apply, params=v["params"],
-                                          batch_stats=v["batch_stats"], tx=tx)
+        return training.TrainState.create(
+            apply_fn=model.apply, params=v["params"], batch_stats=v["batch_stats"], tx=tx
+        )
 
     state = jax.eval_shape(init_state)
     rep, shard = runner.replicated, runner.sharded
@@ -60,6 +72,7 @@ def test_train_and_eval_steps_lower_for_cuda_and_tpu_in_bf16(name):
         assert "bf16" in text and "convolution" in text
         assert "all_reduce" in text or "all_gather" in text
         out_state, out_metrics = train.out_tree.unflatten(train.out_avals)
-        assert [a.shape for a in jax.tree_util.tree_leaves(out_state)] == \
-            [np.shape(a) for a in jax.tree_util.tree_leaves(state)]
+        assert [a.shape for a in jax.tree_util.tree_leaves(out_state)] == [
+            np.shape(a) for a in jax.tree_util.tree_leaves(state)
+        ]
         assert sorted(out_metrics) == ["correct", "count", "loss_sum"]

@@ -36,6 +36,7 @@ def torch_googlenet(tmp_path_factory):
 def finetune_config(weights, **overrides):
     sys.path.insert(0, ROOT)
     from configs.finetune_cifar10 import get_config
+
     c = get_config()
     c.init_from = str(weights)
     c.half_precision = False  # bfloat16 is slow on CPUs
@@ -46,6 +47,7 @@ def finetune_config(weights, **overrides):
 
 def test_init_from_loads_every_array_but_the_new_heads(torch_googlenet):
     import jax
+
     path, sd = torch_googlenet
     c = finetune_config(path, resize_to=32)
     config_lib.validate(c)
@@ -56,19 +58,24 @@ def test_init_from_loads_every_array_but_the_new_heads(torch_googlenet):
     assert note.endswith("new heads: aux1, aux2, fc")
     p, s = state.params, state.batch_stats
     np.testing.assert_array_equal(p["conv1"]["conv"]["kernel"], sd["conv1.conv.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(p["inception5b"]["branch4_1"]["conv"]["kernel"],
-                                  sd["inception5b.branch4.1.conv.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(s["inception4e"]["branch2_0"]["bn"]["mean"],
-                                  sd["inception4e.branch2.0.bn.running_mean"])
+    np.testing.assert_array_equal(
+        p["inception5b"]["branch4_1"]["conv"]["kernel"],
+        sd["inception5b.branch4.1.conv.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        s["inception4e"]["branch2_0"]["bn"]["mean"], sd["inception4e.branch2.0.bn.running_mean"]
+    )
     np.testing.assert_array_equal(p["aux1"]["fc1"]["kernel"], sd["aux1.fc1.weight"].T)
     # the 1000-class classifiers are not loaded: fresh 10-class ones
     assert p["fc"]["kernel"].shape == (1024, 10) and p["aux2"]["fc2"]["kernel"].shape == (1024, 10)
     np.testing.assert_array_equal(p["fc"]["kernel"], fresh.params["fc"]["kernel"])
     # the same through a save_pretrained (Orbax) directory
     from inception_jax import pretrained
+
     _, variables = pretrained.load_pretrained("googlenet", str(path))
-    saved = pretrained.save_pretrained(variables, str(path.parent / "orbax"), name="googlenet",
-                                       model_kwargs={"transform_input": True})
+    saved = pretrained.save_pretrained(
+        variables, str(path.parent / "orbax"), name="googlenet", model_kwargs={"transform_input": True}
+    )
     c.init_from = saved
     again, note = training.init_from_pretrained(fresh, c)
     assert note.endswith("new heads: aux1, aux2, fc")
@@ -85,14 +92,25 @@ def test_init_from_weights_of_another_model_is_one_line(torch_googlenet):
         training.init_from_pretrained(None, c)
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")),
-                    reason="../shared/data/tfds/cifar10 not present")
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")), reason="../shared/data/tfds/cifar10 not present"
+)
 def test_finetuning_on_resized_cifar_lowers_the_loss(torch_googlenet, tmp_path, capsys):
     path, _ = torch_googlenet
-    c = finetune_config(path, data_dir=SHARED_TFDS, train_split="train[:256]",
-                        eval_split="train[45000:45064]", resize_to=48, batch_size=32, eval_batch_size=64,
-                        num_epochs=3, warmup_epochs=0.0, log_every_steps=8, compilation_cache_dir="",
-                        cache_dir=str(tmp_path / "cache"))
+    c = finetune_config(
+        path,
+        data_dir=SHARED_TFDS,
+        train_split="train[:256]",
+        eval_split="train[45000:45064]",
+        resize_to=48,
+        batch_size=32,
+        eval_batch_size=64,
+        num_epochs=3,
+        warmup_epochs=0.0,
+        log_every_steps=8,
+        compilation_cache_dir="",
+        cache_dir=str(tmp_path / "cache"),
+    )
     out = training.train_and_evaluate(c, str(tmp_path / "run"))
     printed = capsys.readouterr().out
     assert "Initialised from" in printed and "new heads: aux1, aux2, fc" in printed

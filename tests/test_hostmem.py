@@ -48,7 +48,8 @@ SCRIPT = textwrap.dedent("""
 def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
     # a stand-in module that fails if JAX was imported before it (hostmem must not import JAX)
     (tmp_path / "jax_free_check.py").write_text(
-        "import sys\nassert 'jax' not in sys.modules, 'inception_jax.hostmem imported jax'\n")
+        "import sys\nassert 'jax' not in sys.modules, 'inception_jax.hostmem imported jax'\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT, *extra_path])}
     env.pop("INCEPTION_JAX_DEFAULT_MALLOC", None)
     env["JAX_PLATFORMS"] = "cpu"
@@ -57,8 +58,9 @@ def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
             env.pop(k, None)
         else:
             env[k] = v
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     applied, faults = out.stdout.split()
     return applied == "True", int(faults)

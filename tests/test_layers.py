@@ -12,11 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
+from torch_refs import rel_l2  # noqa: E402
 
 from inception_jax import layers  # noqa: E402
 from inception_jax.backends import cpu_kernels  # noqa: E402
 from inception_jax.convert import convert_state_dict  # noqa: E402
-from torch_refs import rel_l2  # noqa: E402
 
 
 def nchw(x):
@@ -31,10 +31,21 @@ def rand(*shape, seed=0):
     return np.random.RandomState(seed).randn(*shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("size,k,s,p,ceil", [
-    (7, 3, 2, 0, True), (8, 3, 2, 0, True), (14, 3, 2, 0, True), (13, 3, 2, 1, True),
-    (112, 3, 2, 0, True), (7, 2, 2, 0, True), (9, 3, 1, 1, True), (10, 3, 2, 1, False),
-    (11, 2, 2, 0, False), (15, 3, 3, 1, True)])
+@pytest.mark.parametrize(
+    "size,k,s,p,ceil",
+    [
+        (7, 3, 2, 0, True),
+        (8, 3, 2, 0, True),
+        (14, 3, 2, 0, True),
+        (13, 3, 2, 1, True),
+        (112, 3, 2, 0, True),
+        (7, 2, 2, 0, True),
+        (9, 3, 1, 1, True),
+        (10, 3, 2, 1, False),
+        (11, 2, 2, 0, False),
+        (15, 3, 3, 1, True),
+    ],
+)
 def test_max_pool_matches_torch(size, k, s, p, ceil):
     x = rand(2, size, size + 1, 3)
     ref = nhwc(F.max_pool2d(nchw(x), k, s, p, ceil_mode=ceil))
@@ -43,9 +54,18 @@ def test_max_pool_matches_torch(size, k, s, p, ceil):
     np.testing.assert_array_equal(out, ref)
 
 
-@pytest.mark.parametrize("size,k,s,p,ceil", [
-    (8, 2, 2, 0, False), (9, 3, 1, 1, True), (13, 3, 2, 1, True), (14, 3, 2, 0, True), (7, 3, 3, 1, True),
-    (11, 2, 2, 0, False), (10, 3, 2, 1, False)])
+@pytest.mark.parametrize(
+    "size,k,s,p,ceil",
+    [
+        (8, 2, 2, 0, False),
+        (9, 3, 1, 1, True),
+        (13, 3, 2, 1, True),
+        (14, 3, 2, 0, True),
+        (7, 3, 3, 1, True),
+        (11, 2, 2, 0, False),
+        (10, 3, 2, 1, False),
+    ],
+)
 @pytest.mark.parametrize("kernels", [False, True], ids=["plain", "cpu_kernels"])
 def test_max_pool_gradient_equals_torch_including_ties(size, k, s, p, ceil, kernels):
     # post-ReLU-like input: many exact ties (zeros and repeated small integers); torch
@@ -62,10 +82,19 @@ def test_max_pool_gradient_equals_torch_including_ties(size, k, s, p, ceil, kern
     np.testing.assert_allclose(np.asarray(dx), nhwc(xt.grad), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("size,k,s,p,ceil,include", [
-    (7, 3, 1, 1, False, True), (7, 3, 1, 1, False, False), (8, 3, 2, 1, True, True),
-    (8, 3, 2, 1, True, False), (17, 5, 3, 0, False, True), (9, 3, 2, 1, True, True),
-    (7, 7, 1, 0, True, True), (10, 4, 3, 2, True, False)])
+@pytest.mark.parametrize(
+    "size,k,s,p,ceil,include",
+    [
+        (7, 3, 1, 1, False, True),
+        (7, 3, 1, 1, False, False),
+        (8, 3, 2, 1, True, True),
+        (8, 3, 2, 1, True, False),
+        (17, 5, 3, 0, False, True),
+        (9, 3, 2, 1, True, True),
+        (7, 7, 1, 0, True, True),
+        (10, 4, 3, 2, True, False),
+    ],
+)
 def test_avg_pool_matches_torch(size, k, s, p, ceil, include):
     x = rand(2, size, size, 4)
     ref = nhwc(F.avg_pool2d(nchw(x), k, s, p, ceil_mode=ceil, count_include_pad=include))
@@ -74,8 +103,9 @@ def test_avg_pool_matches_torch(size, k, s, p, ceil, include):
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("size,out", [((14, 14), 4), ((7, 9), 4), ((5, 5), 3), ((8, 8), 4),
-                                      ((9, 6), 1), ((3, 3), 4)])
+@pytest.mark.parametrize(
+    "size,out", [((14, 14), 4), ((7, 9), 4), ((5, 5), 3), ((8, 8), 4), ((9, 6), 1), ((3, 3), 4)]
+)
 def test_adaptive_avg_pool_matches_torch(size, out):
     x = rand(2, *size, 5)
     ref = nhwc(F.adaptive_avg_pool2d(nchw(x), out))
@@ -101,9 +131,10 @@ def _torch_bn(c, eps):
 def test_batchnorm_train_and_eval_match_torch_including_running_stats():
     torch.manual_seed(0)
     bn_t = _torch_bn(6, 1e-3)
-    v = convert_state_dict({f"bn.{k}": t for k, t in bn_t.state_dict().items()},
-                           jax.eval_shape(lambda: _BNWrap().init(jax.random.PRNGKey(0),
-                                                                 jnp.zeros((1, 4, 4, 6)))))
+    v = convert_state_dict(
+        {f"bn.{k}": t for k, t in bn_t.state_dict().items()},
+        jax.eval_shape(lambda: _BNWrap().init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 6)))),
+    )
     x = rand(3, 5, 4, 6) * 3 + 1
     # eval: running statistics
     ref_eval = nhwc(bn_t.eval()(nchw(x)))
@@ -131,12 +162,14 @@ def _convert(module, torch_module, x_shape, prefix=""):
 
 def _randomize(torch_module, seed=0):
     from torch_refs import randomize_batchnorm
+
     randomize_batchnorm(torch_module, seed)
     return torch_module.eval()
 
 
 def test_basic_conv_matches_design_doc_basicconv2d():
     from design_doc_torch import BasicConv2d
+
     torch.manual_seed(0)
     ref_m = _randomize(BasicConv2d(5, 7, kernel_size=(1, 3), stride=2, padding=(0, 1)))
     ours = layers.BasicConv(7, (1, 3), 2, (0, 1))
@@ -148,6 +181,7 @@ def test_basic_conv_matches_design_doc_basicconv2d():
 def test_inception_module_matches_design_doc_and_torchvision():
     from design_doc_torch import InceptionModule
     from torchvision.models.googlenet import Inception as TVInception
+
     torch.manual_seed(0)
     x = rand(2, 9, 9, 24)
     cfg = (24, 8, 6, 10, 4, 6, 5)
@@ -207,6 +241,7 @@ def test_factorized_and_asymmetric_convs_save_the_weights_the_papers_say():
 
 def test_grid_reduction_matches_torchvision_inceptionb():
     from torchvision.models.inception import InceptionB
+
     torch.manual_seed(0)
     ref_m = _randomize(InceptionB(16))
     ours = layers.GridReduction(384, 64, 96)
@@ -219,7 +254,9 @@ def test_grid_reduction_matches_torchvision_inceptionb():
 
 def test_residual_block_matches_timm_block35_scaling():
     from timm.models.inception_resnet_v2 import Block35
+
     from inception_jax.models.inception_resnet_v2 import BLOCK35
+
     torch.manual_seed(0)
     ref_m = _randomize(Block35(scale=0.17))  # standalone timm block: BatchNorm eps 1e-5
     conv = functools.partial(layers.BasicConv, bn_eps=1e-5)
@@ -235,6 +272,7 @@ def test_residual_block_matches_timm_block35_scaling():
 
 def test_depthwise_separable_matches_design_doc():
     from design_doc_torch import DepthwiseSeparableConv
+
     torch.manual_seed(0)
     ref_m = DepthwiseSeparableConv(6, 10)
     ours = layers.DepthwiseSeparableConv(10)
@@ -246,6 +284,7 @@ def test_depthwise_separable_matches_design_doc():
 
 def test_aux_classifier_matches_torchvision_googlenet_aux():
     from torchvision.models.googlenet import InceptionAux
+
     torch.manual_seed(0)
     ref_m = _randomize(InceptionAux(32, 7))
     ours = layers.AuxiliaryClassifier(7)
@@ -256,12 +295,13 @@ def test_aux_classifier_matches_torchvision_googlenet_aux():
 
 def test_global_avg_pool_is_the_spatial_mean():
     x = rand(2, 3, 5, 4)
-    chex.assert_trees_all_close(layers.global_avg_pool(jnp.asarray(x)), x.mean(axis=(1, 2)),
-                                rtol=1e-6)
+    chex.assert_trees_all_close(layers.global_avg_pool(jnp.asarray(x)), x.mean(axis=(1, 2)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("cin,cout,k,stride,pad,size", [
-    (3, 8, 3, 1, 1, 9), (6, 5, 1, 1, 0, 7), (4, 6, 3, 2, 0, 11), (5, 7, 5, 1, 2, 8), (4, 4, 3, 2, 1, 10)])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,pad,size",
+    [(3, 8, 3, 1, 1, 9), (6, 5, 1, 1, 0, 7), (4, 6, 3, 2, 0, 11), (5, 7, 5, 1, 2, 8), (4, 4, 3, 2, 1, 10)],
+)
 @pytest.mark.parametrize("kernels", [False, True], ids=["plain", "cpu_kernels"])
 def test_basic_conv_train_gradients_equal_torch(cin, cout, k, stride, pad, size, kernels):
     # conv -> BatchNorm (batch statistics) -> ReLU, differentiated against torch's
@@ -279,20 +319,38 @@ def test_basic_conv_train_gradients_equal_torch(cin, cout, k, stride, pad, size,
     g = rand(*yt.shape, seed=3)
     yt.backward(torch.from_numpy(g))
     module = layers.BasicConv(cout, k, stride, pad)
-    variables = convert_state_dict({"conv.weight": conv.weight, "bn.weight": bn.weight, "bn.bias": bn.bias,
-                                    "bn.running_mean": bn.running_mean, "bn.running_var": bn.running_var},
-                                   module.init(jax.random.PRNGKey(0), jnp.asarray(x)), "BasicConv")
+    variables = convert_state_dict(
+        {
+            "conv.weight": conv.weight,
+            "bn.weight": bn.weight,
+            "bn.bias": bn.bias,
+            "bn.running_mean": bn.running_mean,
+            "bn.running_var": bn.running_var,
+        },
+        module.init(jax.random.PRNGKey(0), jnp.asarray(x)),
+        "BasicConv",
+    )
 
     def f(params, xin):
-        return module.apply({"params": params, "batch_stats": variables["batch_stats"]}, xin, train=True,
-                            mutable=["batch_stats"])[0]
+        return module.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            xin,
+            train=True,
+            mutable=["batch_stats"],
+        )[0]
 
     with cpu_kernels(kernels):
         y, vjp = jax.vjp(f, variables["params"], jnp.asarray(x))
         dparams, dx = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
     np.testing.assert_allclose(np.asarray(y), nhwc(yt), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(dx), nhwc(xt.grad), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(dparams["conv"]["kernel"]),
-                               conv.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(dparams["bn"]["scale"]), bn.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(dparams["conv"]["kernel"]),
+        conv.weight.grad.numpy().transpose(2, 3, 1, 0),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(
+        np.asarray(dparams["bn"]["scale"]), bn.weight.grad.numpy(), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(np.asarray(dparams["bn"]["bias"]), bn.bias.grad.numpy(), rtol=1e-4, atol=1e-4)

@@ -44,15 +44,17 @@ def test_parameter_counts_match_the_references(name, aux):
 def test_googlenet_paper_counts_match_the_design_doc_code():
     torch = pytest.importorskip("torch")
     from design_doc_torch import GoogLeNet
+
     for aux in (True, False):
         ref = sum(p.numel() for p in GoogLeNet(aux_logits=aux).parameters())
         assert count_params(_init_shapes(_create("googlenet_paper", aux), 224)["params"]) == ref
     del torch
 
 
-@pytest.mark.parametrize("name,expected_gmacs", [
-    ("googlenet", 1.50), ("inception_v3", 5.71), ("inception_v4", 12.25),
-    ("inception_resnet_v2", 13.16)])
+@pytest.mark.parametrize(
+    "name,expected_gmacs",
+    [("googlenet", 1.50), ("inception_v3", 5.71), ("inception_v4", 12.25), ("inception_resnet_v2", 13.16)],
+)
 def test_multiply_adds_match_published_figures(name, expected_gmacs):
     # torchvision documents 1.50 / 5.71 GFLOPS (multiply-adds) for googlenet / inception_v3;
     # timm's tables give 12.28 / 13.18 G for v4 / IRv2 including BN and pools, of which
@@ -64,8 +66,16 @@ def test_multiply_adds_match_published_figures(name, expected_gmacs):
 
 def test_list_models_and_unknown_name():
     names = models.list_models()
-    for expected in ("googlenet", "googlenet_paper", "googlenet_cifar", "bn_inception",
-                     "inception_v3", "inception_v4", "inception_resnet_v2", "inception_cifar"):
+    for expected in (
+        "googlenet",
+        "googlenet_paper",
+        "googlenet_cifar",
+        "bn_inception",
+        "inception_v3",
+        "inception_v4",
+        "inception_resnet_v2",
+        "inception_cifar",
+    ):
         assert expected in names
     with pytest.raises(ValueError) as e:
         models.create("inception_v9")
@@ -85,9 +95,16 @@ def test_bad_options_are_one_line_value_errors():
 
 # (name, input size, expected eval feature map -> logits) at small inputs; heavy models
 # are checked by abstract evaluation only (their real forward runs in test_convert).
-SMALL = [("googlenet", 32), ("googlenet_paper", 32), ("googlenet_cifar", 32),
-         ("inception_cifar", 32), ("bn_inception", 32), ("inception_v3", 75),
-         ("inception_v4", 75), ("inception_resnet_v2", 75)]
+SMALL = [
+    ("googlenet", 32),
+    ("googlenet_paper", 32),
+    ("googlenet_cifar", 32),
+    ("inception_cifar", 32),
+    ("bn_inception", 32),
+    ("inception_v3", 75),
+    ("inception_v4", 75),
+    ("inception_resnet_v2", 75),
+]
 
 
 @pytest.mark.parametrize("name,size", SMALL)
@@ -99,16 +116,20 @@ def test_output_shapes_in_eval_and_train_mode(name, size):
     assert jax.eval_shape(lambda v, x: model.apply(v, x), v, x).shape == (2, 7)
     train_size = max(size, info.min_aux_input_size or 0)
     xt = jax.ShapeDtypeStruct((2, train_size, train_size, 3), jnp.float32)
-    out, upd = jax.eval_shape(lambda v, x: model.apply(
-        v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)}), v, xt)
+    out, upd = jax.eval_shape(
+        lambda v, x: model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)}
+        ),
+        v,
+        xt,
+    )
     expected_outputs = 1 + len(info.aux_prefixes) if info.aux_default else 1
     if expected_outputs == 1:
         assert out.shape == (2, 7)
     else:
         assert isinstance(out, tuple) and len(out) == expected_outputs
         assert all(o.shape == (2, 7) for o in out)
-    assert jax.tree_util.tree_structure(upd["batch_stats"]) == \
-        jax.tree_util.tree_structure(v["batch_stats"])
+    assert jax.tree_util.tree_structure(upd["batch_stats"]) == jax.tree_util.tree_structure(v["batch_stats"])
 
 
 def test_googlenet_cifar_aux_heads_are_optional():
@@ -116,20 +137,28 @@ def test_googlenet_cifar_aux_heads_are_optional():
     v = _init_shapes(model, 32)
     assert {"aux1", "aux2"} <= set(v["params"])
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-    out, _ = jax.eval_shape(lambda v, x: model.apply(
-        v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)}), v, x)
+    out, _ = jax.eval_shape(
+        lambda v, x: model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)}
+        ),
+        v,
+        x,
+    )
     assert [o.shape for o in out] == [(2, 10)] * 3
     assert jax.eval_shape(model.apply, v, x).shape == (2, 10)
     assert "aux1" not in _init_shapes(models.create("googlenet_cifar"), 32)["params"]
 
 
-@pytest.mark.parametrize("name,bad_shape,pattern", [
-    ("googlenet", (1, 14, 14, 3), r"googlenet: expected images of at least 15x15, got 14x14"),
-    ("inception_v3", (1, 74, 74, 3), r"inception_v3: expected images of at least 299x299, got 74x74"),
-    ("inception_v4", (1, 299, 299, 1), r"inception_v4: expected 3 channels"),
-    ("googlenet", (1, 3, 224, 224), r"NCHW"),
-    ("inception_cifar", (32, 32, 3), r"inception_cifar: expected a 4-D NHWC image batch"),
-])
+@pytest.mark.parametrize(
+    "name,bad_shape,pattern",
+    [
+        ("googlenet", (1, 14, 14, 3), r"googlenet: expected images of at least 15x15, got 14x14"),
+        ("inception_v3", (1, 74, 74, 3), r"inception_v3: expected images of at least 299x299, got 74x74"),
+        ("inception_v4", (1, 299, 299, 1), r"inception_v4: expected 3 channels"),
+        ("googlenet", (1, 3, 224, 224), r"NCHW"),
+        ("inception_cifar", (32, 32, 3), r"inception_cifar: expected a 4-D NHWC image batch"),
+    ],
+)
 def test_bad_input_is_a_one_line_value_error_before_tracing(name, bad_shape, pattern):
     model = models.create(name)
     x = jax.ShapeDtypeStruct(bad_shape, jnp.float32)
@@ -142,8 +171,13 @@ def test_inception_v3_aux_needs_299_like_torchvision():
     model = models.create("inception_v3", aux_logits=False)
     v = _init_shapes(model, 75)
     x = jax.ShapeDtypeStruct((2, 75, 75, 3), jnp.float32)
-    out, _ = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                                     rngs={"dropout": jax.random.PRNGKey(0)}), v, x)
+    out, _ = jax.eval_shape(
+        lambda v, x: model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)}
+        ),
+        v,
+        x,
+    )
     assert out.shape == (2, 1000)
     with_aux = models.create("inception_v3")
     with pytest.raises(ValueError, match="at least 299x299, got 75x75"):
@@ -173,8 +207,9 @@ class JitTest(chex.TestCase):
         chex.assert_trees_all_close(out, ref_out, rtol=1e-5, atol=1e-5)
         chex.assert_trees_all_close(upd, ref_upd, rtol=1e-5, atol=1e-5)
         # and train mode really used batch statistics: the running stats moved
-        assert not np.allclose(upd["batch_stats"]["conv1"]["bn"]["mean"],
-                               v["batch_stats"]["conv1"]["bn"]["mean"])
+        assert not np.allclose(
+            upd["batch_stats"]["conv1"]["bn"]["mean"], v["batch_stats"]["conv1"]["bn"]["mean"]
+        )
 
 
 @pytest.mark.parametrize("name", ["inception_cifar", "googlenet_cifar"])
@@ -201,9 +236,12 @@ def test_initialisation_is_deterministic():
     c = models.init(model, jax.random.PRNGKey(1), x.shape)
     # the fast-compiling helper gives what plain model.init gives
     block = inception_jax.layers.InceptionModule(3, 4, 2, 4, 2, 4, 4)
-    chex.assert_trees_all_close(models.init(block, jax.random.PRNGKey(3), (1, 6, 6, 3)),
-                                block.init(jax.random.PRNGKey(3), jnp.zeros((1, 6, 6, 3))),
-                                rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(
+        models.init(block, jax.random.PRNGKey(3), (1, 6, 6, 3)),
+        block.init(jax.random.PRNGKey(3), jnp.zeros((1, 6, 6, 3))),
+        rtol=1e-6,
+        atol=1e-7,
+    )
     chex.assert_trees_all_equal(a, b)
     assert not np.array_equal(a["params"]["fc"]["kernel"], c["params"]["fc"]["kernel"])
 

@@ -12,23 +12,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", PYTHONPATH=os.path.dirname(HERE))
-    r = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_check.py"),
-                        str(tmp_path_factory.mktemp("w"))], env=env, capture_output=True,
-                       text=True, timeout=900)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.path.dirname(HERE),
+    )
+    r = subprocess.run(
+        [sys.executable, os.path.join(HERE, "multidevice_check.py"), str(tmp_path_factory.mktemp("w"))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_eight_devices_give_the_same_step_as_one(result):
     assert result["devices"] == 8
     one, eight = result["losses"]["one"], result["losses"]["eight"]
     assert one == pytest.approx(eight, rel=1e-5)
-    assert result["params_moved"] > 1e-4          # the steps really changed the params
-    assert result["params_eight"] < 1e-5          # ... identically on 1 and 8 devices
-    assert result["stats_eight"] < 1e-5           # synchronised BatchNorm statistics
+    assert result["params_moved"] > 1e-4  # the steps really changed the params
+    assert result["params_eight"] < 1e-5  # ... identically on 1 and 8 devices
+    assert result["stats_eight"] < 1e-5  # synchronised BatchNorm statistics
 
 
 def test_pmap_and_shard_map_agree(result):
@@ -44,9 +52,11 @@ def test_batch_not_divisible_by_devices_is_one_line(result):
 
 def test_checkpoint_from_eight_devices_resumes_on_one(result, capsys):
     import jax
+    import reliability_worker  # noqa: F401  (registers tiny_inception)
+
     from inception_jax import config as config_lib
     from inception_jax import training
-    import reliability_worker  # noqa: F401  (registers tiny_inception)
+
     assert jax.device_count() == 1
     c = config_lib.base_config()
     c.model = "tiny_inception"

@@ -23,16 +23,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numerics import tree_rel_l2
 
 from inception_jax import models
 from inception_jax.backends import cpu_kernels
 from inception_jax.training import combined_loss
-from numerics import tree_rel_l2
 
 # small inputs: each model's smallest comfortable size (v3/v4/irv2 need 75; v3's aux
 # head needs 299, too slow to differentiate on a CPU, so its train mode runs without it)
-SIZES = {"bn_inception": 32, "googlenet": 32, "googlenet_cifar": 16, "googlenet_paper": 32,
-         "inception_cifar": 16, "inception_resnet_v2": 75, "inception_v3": 75, "inception_v4": 75}
+SIZES = {
+    "bn_inception": 32,
+    "googlenet": 32,
+    "googlenet_cifar": 16,
+    "googlenet_paper": 32,
+    "inception_cifar": 16,
+    "inception_resnet_v2": 75,
+    "inception_v3": 75,
+    "inception_v4": 75,
+}
 BATCH = 2
 # bf16 compute vs the float64 gradient, relative L2 over the whole tree (measured
 # 2026-12-01 with this file's settings; bounds are ~2x the largest value measured):
@@ -43,8 +51,9 @@ BF16_TRAIN_BOUND = {"inception_cifar": 0.5}
 
 
 def _package_models():
-    return sorted(n for n in models.list_models()
-                  if models.get_info(n).builder.__module__.startswith("inception_jax."))
+    return sorted(
+        n for n in models.list_models() if models.get_info(n).builder.__module__.startswith("inception_jax.")
+    )
 
 
 def test_every_registered_model_is_covered():
@@ -64,15 +73,21 @@ def _case(name):
 def _losses(model, variables, x, labels):
     """(train-mode loss with the new BatchNorm statistics, eval-mode loss), as
     functions of the params."""
+
     def train(params):
-        out, upd = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                               train=True, mutable=["batch_stats"],
-                               rngs={"dropout": jax.random.PRNGKey(2)})
+        out, upd = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": jax.random.PRNGKey(2)},
+        )
         return combined_loss(out, labels, 0.3, 0.0)[0], upd["batch_stats"]
 
     def evaluate(params):
         out = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x)
         return combined_loss(out, labels, 0.3, 0.0)[0]
+
     return train, evaluate
 
 
@@ -177,12 +192,11 @@ def test_jacfwd_linearize_and_symmetric_hessian_vector_products(name):
     def run(params, x):
         f = lambda x: model.apply({"params": params, "batch_stats": v["batch_stats"]}, x)  # noqa: E731
         jvp_full = jax.jvp(f, (x,), (t_x,))[1]
-        jac = jax.jacfwd(lambda s: f(x + s * t_x))(0.0)                # d f(x + s t) / ds
+        jac = jax.jacfwd(lambda s: f(x + s * t_x))(0.0)  # d f(x + s t) / ds
         lin = jax.linearize(f, x)[1](t_x)
         g = jax.grad(lambda p: train(p)[0])
         hvp_t, hvp_s = jax.jvp(g, (params,), (t_p,))[1], jax.jvp(g, (params,), (s_p,))[1]
-        return dict(jvp=jvp_full, jac=jac, lin=lin, s_h_t=_tree_dot(s_p, hvp_t),
-                    t_h_s=_tree_dot(t_p, hvp_s))
+        return dict(jvp=jvp_full, jac=jac, lin=lin, s_h_t=_tree_dot(s_p, hvp_t), t_h_s=_tree_dot(t_p, hvp_s))
 
     r = jax.device_get(run(v["params"], x))
     np.testing.assert_allclose(r["jac"], r["jvp"], rtol=1e-5, atol=1e-6)
@@ -200,11 +214,14 @@ def main():
             exact = _run(name, jnp.float64, False)
             kernel = _run(name, jnp.float64, True)
         f32, bf16 = _run(name, jnp.float32, False), _run(name, jnp.bfloat16, False)
-        print(f"{name}: float64 kernels vs plain: grad {tree_rel_l2(kernel['grad'], exact['grad']):.2e}; "
-              f"float32 vs float64: train {tree_rel_l2(f32['grad'], exact['grad']):.2e}, "
-              f"eval {tree_rel_l2(f32['eval_grad'], exact['eval_grad']):.2e}; "
-              f"bf16 vs float64: train {tree_rel_l2(bf16['grad'], exact['grad']):.3f}, "
-              f"eval {tree_rel_l2(bf16['eval_grad'], exact['eval_grad']):.3f}", flush=True)
+        print(
+            f"{name}: float64 kernels vs plain: grad {tree_rel_l2(kernel['grad'], exact['grad']):.2e}; "
+            f"float32 vs float64: train {tree_rel_l2(f32['grad'], exact['grad']):.2e}, "
+            f"eval {tree_rel_l2(f32['eval_grad'], exact['eval_grad']):.2e}; "
+            f"bf16 vs float64: train {tree_rel_l2(bf16['grad'], exact['grad']):.3f}, "
+            f"eval {tree_rel_l2(bf16['eval_grad'], exact['eval_grad']):.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ def _run(argv, capsys):
 def test_top5_matches_torchvision(googlenet, image_files, capsys):
     from PIL import Image
     from torchvision.models import GoogLeNet_Weights
+
     ref, weights = googlenet
-    code, out, err = _run(["--model", "googlenet", "--weights", weights, "--json", *image_files],
-                          capsys)
+    code, out, err = _run(["--model", "googlenet", "--weights", weights, "--json", *image_files], capsys)
     assert code == 0, err
     results = json.loads(out)
     transform = GoogLeNet_Weights.IMAGENET1K_V1.transforms()
@@ -63,14 +63,13 @@ def test_top5_matches_torchvision(googlenet, image_files, capsys):
         assert [row["label"] for row in result["top5"]] == [categories[i] for i in top]
         np.testing.assert_allclose([row["prob"] for row in result["top5"]], p[top], atol=1e-4)
     # the text output lists the same classes
-    code, out, _ = _run(["--model", "googlenet", "--weights", weights, "--top", "3",
-                         *image_files], capsys)
+    code, out, _ = _run(["--model", "googlenet", "--weights", weights, "--top", "3", *image_files], capsys)
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 4 * len(image_files)
     for k, (path, p) in enumerate(zip(image_files, probs)):
         assert lines[4 * k] == path
-        for line, i in zip(lines[4 * k + 1:4 * k + 4], np.argsort(-p)[:3]):
+        for line, i in zip(lines[4 * k + 1 : 4 * k + 4], np.argsort(-p)[:3]):
             assert line.rstrip().endswith(f"{categories[i]} ({i})")
 
 
@@ -90,13 +89,10 @@ def test_bad_input_is_one_line_exit_2(googlenet, image_files, tmp_path, capsys):
         (["--model", "googlenet", "--weights", weights, tmp_path / "missing.png"], "missing.png"),
         (["--model", "googlenet", "--weights", weights, undecodable], "could not be decoded"),
         (["--model", "inceptionv9", "--weights", weights, image_files[0]], "unknown model"),
-        (["--model", "inception_v3", "--weights", weights, image_files[0]],
-         "does not fit inception_v3"),
+        (["--model", "inception_v3", "--weights", weights, image_files[0]], "does not fit inception_v3"),
         (["--model", "googlenet", "--weights", evil, image_files[0]], "refused for safety"),
-        (["--model", "googlenet", "--weights", tmp_path / "nope.pth", image_files[0]],
-         "does not exist"),
-        (["--model", "googlenet", "--top", "0", "--weights", weights, image_files[0]],
-         "must be positive"),
+        (["--model", "googlenet", "--weights", tmp_path / "nope.pth", image_files[0]], "does not exist"),
+        (["--model", "googlenet", "--top", "0", "--weights", weights, image_files[0]], "must be positive"),
         (["--model", "googlenet"], "required"),
     ]
     for argv, expected in cases:
@@ -108,10 +104,25 @@ def test_bad_input_is_one_line_exit_2(googlenet, image_files, tmp_path, capsys):
 
 def test_module_entry_point(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "inception_jax.predict", "--model", "googlenet",
-                           "--weights", str(tmp_path / "w.pth"), str(tmp_path / "x.jpg")],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inception_jax.predict",
+            "--model",
+            "googlenet",
+            "--weights",
+            str(tmp_path / "w.pth"),
+            str(tmp_path / "x.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        f"predict: error: image {str(tmp_path / 'x.jpg')!r} does not exist"]
+        f"predict: error: image {str(tmp_path / 'x.jpg')!r} does not exist"
+    ]

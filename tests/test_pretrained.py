@@ -18,10 +18,8 @@ from inception_jax import models
 from inception_jax import pretrained as P
 
 TOL = 1e-4
-needs_cifar = pytest.mark.skipif(not real_images.HAVE_CIFAR,
-                                 reason="../shared/data/tfds/cifar10 not present")
-PRETRAINED_MODELS = ["googlenet", "inception_v3", "inception_v4", "inception_resnet_v2",
-                     "bn_inception"]
+needs_cifar = pytest.mark.skipif(not real_images.HAVE_CIFAR, reason="../shared/data/tfds/cifar10 not present")
+PRETRAINED_MODELS = ["googlenet", "inception_v3", "inception_v4", "inception_resnet_v2", "bn_inception"]
 
 
 def _one_line(excinfo):
@@ -37,12 +35,15 @@ def _one_line(excinfo):
 
 def _torchvision_weights(name):
     from torchvision.models import GoogLeNet_Weights, Inception_V3_Weights
-    return {"googlenet": GoogLeNet_Weights.IMAGENET1K_V1,
-            "inception_v3": Inception_V3_Weights.IMAGENET1K_V1}[name]
+
+    return {"googlenet": GoogLeNet_Weights.IMAGENET1K_V1, "inception_v3": Inception_V3_Weights.IMAGENET1K_V1}[
+        name
+    ]
 
 
 def _timm_cfg(name):
     import timm
+
     return timm.models.get_pretrained_cfg(f"{name}.tf_in1k")
 
 
@@ -57,17 +58,21 @@ def test_pretrained_records_match_the_references(name):
         assert cfg.interpolation == t.interpolation.value
         assert cfg.mean == tuple(t.mean) and cfg.std == tuple(t.std)
         assert cfg.num_classes == len(w.meta["categories"])
-        assert cfg.accuracy == (w.meta["_metrics"]["ImageNet-1K"]["acc@1"],
-                                w.meta["_metrics"]["ImageNet-1K"]["acc@5"])
+        assert cfg.accuracy == (
+            w.meta["_metrics"]["ImageNet-1K"]["acc@1"],
+            w.meta["_metrics"]["ImageNet-1K"]["acc@5"],
+        )
         # torchvision builds these with transform_input=True whenever weights are given
         import inspect
 
         import torchvision.models as tvm
+
         builder = tvm.googlenet if name == "googlenet" else tvm.inception_v3
         assert '"transform_input", True' in inspect.getsource(builder)
         assert dict(cfg.model_kwargs) == {"transform_input": True}
     elif name == "bn_inception":
         import pretrainedmodels
+
         s = pretrainedmodels.pretrained_settings["bninception"]["imagenet"]
         assert cfg.url == s["url"] and cfg.filename == os.path.basename(s["url"])
         assert cfg.input_size == s["input_size"][1] == s["input_size"][2]
@@ -87,6 +92,7 @@ def test_pretrained_records_match_the_references(name):
 
 def test_class_names_are_torchvisions():
     from torchvision.models import GoogLeNet_Weights
+
     assert list(P.imagenet_classes()) == GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"]
 
 
@@ -108,16 +114,20 @@ def _reference_transform(name):
     if name == "bn_inception":
         import pretrainedmodels
         from pretrainedmodels.utils import TransformImage
+
         return TransformImage(pretrainedmodels.pretrained_settings["bninception"]["imagenet"])
     import timm.data
+
     return timm.data.create_transform(
-        **timm.data.resolve_data_config(pretrained_cfg=_timm_cfg(name).to_dict()))
+        **timm.data.resolve_data_config(pretrained_cfg=_timm_cfg(name).to_dict())
+    )
 
 
 @needs_cifar
 @pytest.mark.parametrize("name", PRETRAINED_MODELS)
 def test_preprocess_matches_reference_transform(name, image_files):
     from PIL import Image
+
     transform = _reference_transform(name)
     refs = []
     for path in image_files:
@@ -131,8 +141,9 @@ def test_preprocess_matches_reference_transform(name, image_files):
     # PIL images and uint8 arrays give the same
     with Image.open(image_files[1]) as img:
         np.testing.assert_allclose(P.preprocess(img, name)[0], ref[1], rtol=0, atol=atol)
-        np.testing.assert_allclose(P.preprocess([np.asarray(img.convert("RGB"))], name)[0],
-                                   ref[1], rtol=0, atol=atol)
+        np.testing.assert_allclose(
+            P.preprocess([np.asarray(img.convert("RGB"))], name)[0], ref[1], rtol=0, atol=atol
+        )
 
 
 def test_preprocess_errors(tmp_path):
@@ -182,10 +193,12 @@ def _assert_same_state_dict(loaded, ref):
 
 def test_load_torch_state_dict_unwraps_and_reads_safetensors(googlenet_ref, tmp_path):
     import safetensors.torch
+
     sd = googlenet_ref.state_dict()
     ref = _sd_numpy(googlenet_ref)
-    for i, obj in enumerate([sd, {"state_dict": sd, "epoch": 3}, {"model": sd},
-                             {"module." + k: v for k, v in sd.items()}]):
+    for i, obj in enumerate(
+        [sd, {"state_dict": sd, "epoch": 3}, {"model": sd}, {"module." + k: v for k, v in sd.items()}]
+    ):
         path = tmp_path / f"w{i}.pt"
         torch.save(obj, path)
         _assert_same_state_dict(P.load_torch_state_dict(path), ref)
@@ -225,16 +238,24 @@ def test_code_executing_pickle_is_refused(tmp_path):
     # control (without unpickling): the file's pickle really calls open()
     import pickletools
     import zipfile
+
     with zipfile.ZipFile(path) as z:
         data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
     globals_ = [arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]
     assert "io open" in globals_ or "builtins open" in globals_
 
 
-@pytest.mark.parametrize("case,match", [
-    ("missing", "does not exist"), ("directory", "is a directory"),
-    ("extension", "unknown extension '.ckpt'"), ("corrupt", "could not be read as a torch"),
-    ("list", "not a state_dict"), ("no_torch", "needs PyTorch")])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", "does not exist"),
+        ("directory", "is a directory"),
+        ("extension", "unknown extension '.ckpt'"),
+        ("corrupt", "could not be read as a torch"),
+        ("list", "not a state_dict"),
+        ("no_torch", "needs PyTorch"),
+    ],
+)
 def test_weight_file_errors_are_one_line(case, match, tmp_path, monkeypatch):
     path = tmp_path / "w.pth"
     if case == "directory":
@@ -268,15 +289,16 @@ def empty_caches(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_load_pretrained_downloads_to_and_reads_the_caches(empty_caches, googlenet_ref,
-                                                           googlenet_pth, monkeypatch):
+def test_load_pretrained_downloads_to_and_reads_the_caches(
+    empty_caches, googlenet_ref, googlenet_pth, monkeypatch
+):
     import dataclasses
     import pathlib
+
     with pytest.raises(ValueError, match="no googlenet weights found") as e:
         P.load_pretrained("googlenet", download=False)
     message = _one_line(e)
-    expected = os.path.join(str(empty_caches), "torch", "hub", "checkpoints",
-                            "googlenet-1378be20.pth")
+    expected = os.path.join(str(empty_caches), "torch", "hub", "checkpoints", "googlenet-1378be20.pth")
     assert expected in message
     assert "https://download.pytorch.org/models/googlenet-1378be20.pth" in message
     # "download" (from a file:// URL) into torch hub's cache, where
@@ -296,21 +318,26 @@ def test_load_pretrained_downloads_to_and_reads_the_caches(empty_caches, googlen
     model, variables = P.load_pretrained("googlenet", download=False)  # from the cache
     assert model.transform_input and model.aux_logits and model.num_classes == 1000
     sd = _sd_numpy(googlenet_ref)
-    np.testing.assert_array_equal(variables["params"]["inception4c"]["branch2_1"]["conv"]["kernel"],
-                                  sd["inception4c.branch2.1.conv.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(variables["batch_stats"]["aux2"]["conv"]["bn"]["var"],
-                                  sd["aux2.conv.bn.running_var"])
+    np.testing.assert_array_equal(
+        variables["params"]["inception4c"]["branch2_1"]["conv"]["kernel"],
+        sd["inception4c.branch2.1.conv.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["aux2"]["conv"]["bn"]["var"], sd["aux2.conv.bn.running_var"]
+    )
     # timm: the Hugging Face hub cache layout
-    snap = os.path.join(str(empty_caches), "hf", "hub", "models--timm--inception_v4.tf_in1k",
-                        "snapshots", "0123abc")
+    snap = os.path.join(
+        str(empty_caches), "hf", "hub", "models--timm--inception_v4.tf_in1k", "snapshots", "0123abc"
+    )
     os.makedirs(snap)
     open(os.path.join(snap, "model.safetensors"), "wb").close()
     assert P.cached_weights("inception_v4") == os.path.join(snap, "model.safetensors")
 
 
 def test_fine_tuning_heads_are_replaced_and_the_rest_loaded(googlenet_ref, googlenet_pth):
-    model, variables = P.load_pretrained("googlenet", googlenet_pth, num_classes=10,
-                                         rng=jax.random.PRNGKey(3))
+    model, variables = P.load_pretrained(
+        "googlenet", googlenet_pth, num_classes=10, rng=jax.random.PRNGKey(3)
+    )
     assert model.num_classes == 10 and model.transform_input
     sd = _sd_numpy(googlenet_ref)
     params = variables["params"]
@@ -318,8 +345,9 @@ def test_fine_tuning_heads_are_replaced_and_the_rest_loaded(googlenet_ref, googl
     assert params["aux1"]["fc2"]["kernel"].shape == (1024, 10)
     assert params["aux2"]["fc2"]["kernel"].shape == (1024, 10)
     np.testing.assert_array_equal(params["aux1"]["fc1"]["kernel"], sd["aux1.fc1.weight"].T)
-    np.testing.assert_array_equal(params["conv1"]["conv"]["kernel"],
-                                  sd["conv1.conv.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        params["conv1"]["conv"]["kernel"], sd["conv1.conv.weight"].transpose(2, 3, 1, 0)
+    )
     new = np.asarray(params["fc"]["kernel"])
     assert new.std() > 0 and not np.allclose(new, sd["fc.weight"][:10].T)
     _, no_aux = P.load_pretrained("googlenet", googlenet_pth, aux_logits=False)
@@ -330,6 +358,7 @@ def test_cadene_1001_class_file_drops_the_background_class(tmp_path):
     """Cadene's original inceptionresnetv2 file: 1001 classes, classifier last_linear;
     his loader keeps rows 1: for the 1000 ImageNet classes."""
     from pretrainedmodels.models.inceptionresnetv2 import InceptionResNetV2
+
     torch.manual_seed(0)
     ref = InceptionResNetV2(num_classes=1001)
     path = tmp_path / "inceptionresnetv2-520b38e4.pth"
@@ -338,8 +367,9 @@ def test_cadene_1001_class_file_drops_the_background_class(tmp_path):
     assert model.num_classes == 1000
     w = ref.last_linear.weight.detach().numpy()
     np.testing.assert_array_equal(variables["params"]["classif"]["kernel"], w[1:].T)
-    np.testing.assert_array_equal(variables["params"]["classif"]["bias"],
-                                  ref.last_linear.bias.detach().numpy()[1:])
+    np.testing.assert_array_equal(
+        variables["params"]["classif"]["bias"], ref.last_linear.bias.detach().numpy()[1:]
+    )
 
 
 def test_caffe_style_vectors_of_shape_1xC_are_squeezed(tmp_path):
@@ -350,8 +380,9 @@ def test_caffe_style_vectors_of_shape_1xC_are_squeezed(tmp_path):
     _, variables = P.load_pretrained("bn_inception", tmp_path / "bn_inception-9f5701afb96c8044.pth")
     want = ref.state_dict()
     p, s = variables["params"], variables["batch_stats"]
-    np.testing.assert_array_equal(p["inception_4a_1x1_bn"]["scale"],
-                                  want["inception_4a_1x1_bn.weight"].numpy())
+    np.testing.assert_array_equal(
+        p["inception_4a_1x1_bn"]["scale"], want["inception_4a_1x1_bn.weight"].numpy()
+    )
     np.testing.assert_array_equal(p["inception_4a_1x1"]["bias"], want["inception_4a_1x1.bias"].numpy())
     np.testing.assert_array_equal(s["conv2_3x3_bn"]["var"], want["conv2_3x3_bn.running_var"].numpy())
     np.testing.assert_array_equal(p["last_linear"]["kernel"], want["last_linear.weight"].numpy().T)
@@ -365,8 +396,9 @@ def test_weights_of_another_model_are_named(googlenet_pth):
 
 def test_save_pretrained_round_trip_gives_torch_logits(googlenet_ref, googlenet_pth, tmp_path):
     model, variables = P.load_pretrained("googlenet", googlenet_pth)
-    directory = P.save_pretrained(variables, tmp_path / "googlenet_orbax", name="googlenet",
-                                  model_kwargs={"transform_input": True})
+    directory = P.save_pretrained(
+        variables, tmp_path / "googlenet_orbax", name="googlenet", model_kwargs={"transform_input": True}
+    )
     restored = P.load_variables(directory)
     assert set(restored) == {"params", "batch_stats"}
     model2, variables2 = P.load_pretrained("googlenet", directory)
@@ -385,11 +417,18 @@ def test_save_pretrained_round_trip_gives_torch_logits(googlenet_ref, googlenet_
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,size,dim", [("googlenet", 15, 1024), ("inception_v3", 75, 2048),
-                                           ("inception_v4", 75, 1536),
-                                           ("inception_resnet_v2", 75, 1536)])
+@pytest.mark.parametrize(
+    "name,size,dim",
+    [
+        ("googlenet", 15, 1024),
+        ("inception_v3", 75, 2048),
+        ("inception_v4", 75, 1536),
+        ("inception_resnet_v2", 75, 1536),
+    ],
+)
 def test_features_match_reference(name, size, dim):
     from inception_jax.convert import from_torch
+
     kw = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}
     ref = R.build(name, **kw)
     model = models.create(name, **kw)

@@ -27,17 +27,38 @@ def xla_cache(tmp_path_factory):
 
 
 def flags(workdir, cache, steps, **overrides):
-    cfg = dict(model="tiny_inception", image_size=8, num_epochs=-1, num_train_steps=steps,
-               synthetic_examples=256, batch_size=32, checkpoint_every_steps=INTERVAL,
-               log_every_steps=1, keep_checkpoints=2, compilation_cache_dir=cache)
+    cfg = dict(
+        model="tiny_inception",
+        image_size=8,
+        num_epochs=-1,
+        num_train_steps=steps,
+        synthetic_examples=256,
+        batch_size=32,
+        checkpoint_every_steps=INTERVAL,
+        log_every_steps=1,
+        keep_checkpoints=2,
+        compilation_cache_dir=cache,
+    )
     cfg.update(overrides)
-    return ([sys.executable, WORKER, "--config", os.path.join(ROOT, "configs", "smoke.py"),
-             "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in cfg.items()])
+    return [
+        sys.executable,
+        WORKER,
+        "--config",
+        os.path.join(ROOT, "configs", "smoke.py"),
+        "--workdir",
+        str(workdir),
+    ] + [f"--config.{k}={v}" for k, v in cfg.items()]
 
 
 def run(args, env=None, timeout=300):
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu", **(env or {})))
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", **(env or {})),
+    )
 
 
 def resumed_step(stdout: str) -> int:
@@ -89,14 +110,22 @@ def test_killed_and_preempted_run_finishes_equal_to_an_uninterrupted_one(tmp_pat
         starts += 1
         assert starts < 30, "the run never finished"
         before = steps_in(work)
-        proc = subprocess.Popen(flags(work, xla_cache, TOTAL), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                                env=dict(os.environ, JAX_PLATFORMS="cpu"))
+        proc = subprocess.Popen(
+            flags(work, xla_cache, TOTAL),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        )
         out = []
         n = kills + len(signals_seen)
         finishing = kills >= 10 and len(signals_seen) == len(polite)
-        mode = "finish" if finishing else (
-            "polite" if n in polite else rng.choice(["startup", "step", "step", "save", "save"]))
+        mode = (
+            "finish"
+            if finishing
+            else ("polite" if n in polite else rng.choice(["startup", "step", "step", "save", "save"]))
+        )
         start_time = time.time()
         t_kill = start_time + rng.uniform(0.5, 5.0)
         target, last = None, None
@@ -158,25 +187,28 @@ def test_killed_and_preempted_run_finishes_equal_to_an_uninterrupted_one(tmp_pat
 
 # --- bad checkpoints ----------------------------------------------------------------
 
+
 def _toy_state(value: float, shape=(4, 3)):
     """A TrainState without a model: checkpoints of it are written/read by the real code."""
     import jax.numpy as jnp
     import optax
 
     from inception_jax.training import TrainState
+
     params = {"dense": {"kernel": jnp.full(shape, value), "bias": jnp.arange(shape[-1], dtype=jnp.float32)}}
     stats = {"bn": {"mean": jnp.full((shape[-1],), value / 2)}}
-    return TrainState.create(apply_fn=None, params=params, batch_stats=stats,
-                             tx=optax.sgd(0.1, momentum=0.9))
+    return TrainState.create(apply_fn=None, params=params, batch_stats=stats, tx=optax.sgd(0.1, momentum=0.9))
 
 
 def _toy_config():
     from inception_jax import config as config_lib
+
     return config_lib.base_config()
 
 
 def _saved_run(workdir, steps=(1, 2, 3)):
     from inception_jax import checkpoint as ckpt_lib
+
     ckpt = ckpt_lib.Checkpointer(str(workdir), _toy_config(), keep=5)
     for s in steps:
         ckpt.save(s, _toy_state(float(s)).replace(step=s))
@@ -202,7 +234,7 @@ def _truncate(step_dir):
     for path in _files(os.path.join(step_dir, "state")):
         if "/d/" in path:
             data = open(path, "rb").read()
-            open(path, "wb").write(data[:len(data) // 3])
+            open(path, "wb").write(data[: len(data) // 3])
 
 
 def _half_written(step_dir):  # the second half of its files never made it to disk
@@ -231,10 +263,14 @@ def _metadata_garbage(step_dir):
             open(p, "wb").write(b"\x00garbage")
 
 
-@pytest.mark.parametrize("damage", [_garble, _truncate, _half_written, _metadata_garbage, _swapped_data],
-                         ids=["garbled", "truncated", "half-written", "metadata", "swapped-data"])
+@pytest.mark.parametrize(
+    "damage",
+    [_garble, _truncate, _half_written, _metadata_garbage, _swapped_data],
+    ids=["garbled", "truncated", "half-written", "metadata", "swapped-data"],
+)
 def test_a_bad_newest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, damage):
     from inception_jax import checkpoint as ckpt_lib
+
     _saved_run(tmp_path)
     damage(str(tmp_path / "checkpoints" / "3"))
     lines = []
@@ -244,8 +280,9 @@ def test_a_bad_newest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, d
     np.testing.assert_array_equal(np.asarray(state.params["dense"]["kernel"]), np.full((4, 3), 2.0))
     np.testing.assert_array_equal(np.asarray(state.batch_stats["bn"]["mean"]), np.full((3,), 1.0))
     assert len(lines) == 1 and "\n" not in lines[0]
-    assert re.match(r"latest checkpoint step 3 is unreadable \(.+\); moved it to .*corrupt.*; trying step 2",
-                    lines[0]), lines[0]
+    assert re.match(
+        r"latest checkpoint step 3 is unreadable \(.+\); moved it to .*corrupt.*; trying step 2", lines[0]
+    ), lines[0]
     # moved aside, not deleted; the step can be written again
     assert sorted(os.listdir(tmp_path / "corrupt"))[0].startswith("checkpoints-3-")
     ckpt.save(3, _toy_state(9.0).replace(step=3))
@@ -255,6 +292,7 @@ def test_a_bad_newest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, d
 
 def test_all_checkpoints_bad_starts_fresh_and_says_so(tmp_path):
     from inception_jax import checkpoint as ckpt_lib
+
     _saved_run(tmp_path, steps=(1, 2))
     _garble(str(tmp_path / "checkpoints" / "2"))
     _truncate(str(tmp_path / "checkpoints" / "1"))
@@ -269,11 +307,15 @@ def test_all_checkpoints_bad_starts_fresh_and_says_so(tmp_path):
 
 def test_a_checkpoint_of_other_shapes_is_refused_not_moved(tmp_path):
     from inception_jax import checkpoint as ckpt_lib
+
     _saved_run(tmp_path, steps=(1,))
     os.remove(tmp_path / "config.json")  # the config guard cannot help: the shapes must
     ckpt = ckpt_lib.Checkpointer(str(tmp_path), _toy_config())
-    with pytest.raises(ValueError, match=r"checkpoint step 1 has \['params'\]\['dense'\]\['kernel'\] of "
-                                         r"shape \(4, 3\), this config builds \(5, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint step 1 has \['params'\]\['dense'\]\['kernel'\] of "
+        r"shape \(4, 3\), this config builds \(5, 3\)",
+    ):
         ckpt.restore_latest(_toy_state(0.0, shape=(5, 3)))
     assert steps_in(tmp_path) == [1] and not (tmp_path / "corrupt").exists()
 
@@ -285,13 +327,18 @@ def test_a_corrupt_checkpoint_through_train_py_is_one_line_and_the_run_resumes(t
     _swapped_data(str(tmp_path / "checkpoints" / "7"))  # step 6's arrays under step 7's name
     again = run(flags(tmp_path, xla_cache, 9, keep_checkpoints=3))
     assert again.returncode == 0, again.stderr[-2000:]
-    assert re.search(r"^latest checkpoint step 7 is unreadable \(ValueError: checksum mismatch.*\); moved "
-                     r"it to .*; trying step 6$", again.stdout, re.M), again.stdout
+    assert re.search(
+        r"^latest checkpoint step 7 is unreadable \(ValueError: checksum mismatch.*\); moved "
+        r"it to .*; trying step 6$",
+        again.stdout,
+        re.M,
+    ), again.stdout
     assert "Resumed from step 6" in again.stdout and "Traceback" not in again.stderr
     assert steps_in(tmp_path) == [6, 8, 9]
 
 
 # --- disk trouble -------------------------------------------------------------------
+
 
 def test_a_failing_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(tmp_path, xla_cache):
     first = run(flags(tmp_path, xla_cache, 4))
@@ -303,13 +350,18 @@ def test_a_failing_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
     full = run(flags(tmp_path, xla_cache, 9), env={"RELIABILITY_FSIZE_LIMIT": "4096"})
     assert full.returncode == 2, (full.stdout[-1500:], full.stderr[-1500:])
     last = full.stderr.strip().splitlines()[-1]
-    assert re.match(r"error: could not write checkpoint step 6 in .* \(.*File too large.*\); earlier "
-                    r"checkpoints are intact \(newest: step 4\); free disk space", last), last
+    assert re.match(
+        r"error: could not write checkpoint step 6 in .* \(.*File too large.*\); earlier "
+        r"checkpoints are intact \(newest: step 4\); free disk space",
+        last,
+    ), last
     assert "Traceback" not in full.stderr
     assert steps_in(tmp_path) == [3, 4]
     # the failed save's files are gone (a late Orbax thread may leave empty directories,
     # which the next start removes)
-    partial = [f for d in tmp_dirs(tmp_path) for _, _, fs in os.walk(tmp_path / "checkpoints" / d) for f in fs]
+    partial = [
+        f for d in tmp_dirs(tmp_path) for _, _, fs in os.walk(tmp_path / "checkpoints" / d) for f in fs
+    ]
     assert partial == []
     after = read_checkpoint(tmp_path / "checkpoints" / "4")
     for k in saved:
@@ -321,18 +373,25 @@ def test_a_failing_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
 
 def test_an_unwritable_workdir_fails_before_training(tmp_path):
     from inception_jax import training
+
     sys.path.insert(0, ROOT)
     from configs.smoke import get_config
+
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(ValueError, match=r"workdir '.*a_file/run' is not writable \(.*\); pick another "
-                                         r"--workdir"):
+    with pytest.raises(
+        ValueError,
+        match=r"workdir '.*a_file/run' is not writable \(.*\); pick another "
+        r"--workdir",
+    ):
         training.train_and_evaluate(get_config(), str(tmp_path / "a_file" / "run"))
 
 
 # --- several processes --------------------------------------------------------------
 
+
 def _free_port():
     import socket
+
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
@@ -340,11 +399,23 @@ def _free_port():
 
 def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_path, xla_cache):
     port = _free_port()
-    procs = [subprocess.Popen(flags(tmp_path / "two", xla_cache, 6), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                              env=dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                                       JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            flags(tmp_path / "two", xla_cache, 6),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env=dict(
+                os.environ,
+                JAX_PLATFORMS="cpu",
+                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            ),
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-1500:] + outs[1][-1500:]
     one = run(flags(tmp_path / "one", xla_cache, 6))
@@ -389,34 +460,41 @@ def bad_cifar(tmp_path_factory):
     for i, rec in enumerate(records):
         if i in BAD:
             at = rec.index(b"\xff\xd8\xff")
-            rec = rec[:at] + b"\x00" * 64 + rec[at + 64:]
+            rec = rec[:at] + b"\x00" * 64 + rec[at + 64 :]
         writer.write(rec)
     writer.close()
     for name in ("features.json", "label.labels.txt"):
         shutil.copy(os.path.join(src_dir, name), dest / name)
     with open(os.path.join(src_dir, "dataset_info.json")) as f:
         info = json.load(f)
-    info["splits"] = [dict(info["splits"][0], shardLengths=["64"],
-                           numBytes=str(sum(len(r) for r in records)))]
+    info["splits"] = [
+        dict(info["splits"][0], shardLengths=["64"], numBytes=str(sum(len(r) for r in records)))
+    ]
     (dest / "dataset_info.json").write_text(json.dumps(info))
     return str(root)
 
 
 def _originals():
     import tensorflow_datasets as tfds
+
     src = tfds.data_source("cifar10", split="train[:64]", data_dir=SHARED_TFDS)
     return [(np.asarray(src[i]["image"]), int(src[i]["label"])) for i in range(64)]
 
 
 def test_bad_records_stop_the_run_with_one_line_by_default(bad_cifar):
     from inception_jax.data import source
-    with pytest.raises(ValueError, match=r"^record 5 could not be decoded \(.+\); set "
-                                         r"--config.bad_records=skip"):
+
+    with pytest.raises(
+        ValueError,
+        match=r"^record 5 could not be decoded \(.+\); set "
+        r"--config.bad_records=skip",
+    ):
         source.load_in_memory("cifar10", "train", bad_cifar, bad_records="error", threads=1, chunk=8)
 
 
 def test_skipped_bad_records_are_counted_and_labels_stay_with_their_images(bad_cifar):
     from inception_jax.data import source, streaming
+
     good = [i for i in range(64) if i not in BAD]
     orig = _originals()
     ds = source.load_in_memory("cifar10", "train", bad_cifar, bad_records="skip", threads=3, chunk=8)
@@ -424,12 +502,14 @@ def test_skipped_bad_records_are_counted_and_labels_stay_with_their_images(bad_c
     np.testing.assert_array_equal(ds.labels, [orig[i][1] for i in good])
     np.testing.assert_array_equal(ds.images, np.stack([orig[i][0] for i in good]))
     # the streaming pipeline masks them out instead (the batch keeps its shape)
-    loader = streaming.StreamingLoader("cifar10", "train", bad_cifar, 32, 64, train=False, workers=0,
-                                       bad_records="skip")
+    loader = streaming.StreamingLoader(
+        "cifar10", "train", bad_cifar, 32, 64, train=False, workers=0, bad_records="skip"
+    )
     images, labels, valid = next(loader.batches())
     assert np.flatnonzero(~valid).tolist() == list(BAD)
     np.testing.assert_array_equal(labels[valid], [orig[i][1] for i in good])
     np.testing.assert_array_equal(images[valid][0], streaming.eval_transform(orig[0][0], 32))
     with pytest.raises(ValueError, match=r"^record 5 could not be decoded"):
-        next(streaming.StreamingLoader("cifar10", "train", bad_cifar, 32, 64, train=False,
-                                       workers=0).batches())
+        next(
+            streaming.StreamingLoader("cifar10", "train", bad_cifar, 32, 64, train=False, workers=0).batches()
+        )

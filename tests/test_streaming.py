@@ -13,8 +13,9 @@ torch = pytest.importorskip("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
-needs_cifar = pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")),
-                                 reason="../shared/data/tfds/cifar10 not present")
+needs_cifar = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")), reason="../shared/data/tfds/cifar10 not present"
+)
 
 
 def _image(h, w, seed=0):
@@ -22,13 +23,13 @@ def _image(h, w, seed=0):
 
 
 def test_resized_crop_and_eval_transform_match_torchvision():
-    from PIL import Image
     import torchvision.transforms as T
     import torchvision.transforms.functional as TF
+    from PIL import Image
+
     img = _image(48, 64)
     pil = Image.fromarray(img)
-    ref = np.asarray(TF.resized_crop(pil, 5, 7, 30, 41, [24, 24],
-                                     interpolation=T.InterpolationMode.BILINEAR))
+    ref = np.asarray(TF.resized_crop(pil, 5, 7, 30, 41, [24, 24], interpolation=T.InterpolationMode.BILINEAR))
     np.testing.assert_array_equal(streaming.resized_crop(img, 5, 7, 30, 41, 24), ref)
     # eval: Resize(size / 0.875) of the shorter side, then CenterCrop(size)
     ref = np.asarray(T.Compose([T.Resize(36), T.CenterCrop(32)])(pil))
@@ -42,28 +43,41 @@ def test_random_resized_crop_box_respects_scale_ratio_and_bounds():
         assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 80
         assert 0.08 * 4800 * 0.8 <= h * w <= 4800
     # an extreme aspect never fits: torchvision's fallback is a center crop, aspect clamped
-    top, left, h, w = streaming.random_resized_crop_box(10, 1000, np.random.default_rng(0),
-                                                        scale=(0.99, 1.0))
+    top, left, h, w = streaming.random_resized_crop_box(10, 1000, np.random.default_rng(0), scale=(0.99, 1.0))
     assert (h, w) == (10, round(10 * 4 / 3)) and left == (1000 - w) // 2 and top == 0
 
 
 @needs_cifar
 def test_loader_shards_are_disjoint_ordered_and_labels_stay_with_images():
     import tensorflow_datasets as tfds
+
     src = tfds.data_source("cifar10", data_dir=SHARED_TFDS, split="train[:96]")
-    loaders = [streaming.StreamingLoader("cifar10", "train[:96]", SHARED_TFDS, 32, 16, train=False,
-                                         workers=0, process_index=i, process_count=2)
-               for i in range(2)]
-    shards = [set(l.shard.tolist()) for l in loaders]
+    loaders = [
+        streaming.StreamingLoader(
+            "cifar10",
+            "train[:96]",
+            SHARED_TFDS,
+            32,
+            16,
+            train=False,
+            workers=0,
+            process_index=i,
+            process_count=2,
+        )
+        for i in range(2)
+    ]
+    shards = [set(loader.shard.tolist()) for loader in loaders]
     assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(96))
     images, labels, valid = next(loaders[1].batches())
     assert valid.all() and images.shape == (16, 32, 32, 3)
     for k, idx in enumerate(loaders[1].shard[:16]):
         assert labels[k] == src[int(idx)]["label"]
         np.testing.assert_array_equal(
-            images[k], streaming.eval_transform(np.asarray(src[int(idx)]["image"]), 32))
-    train = streaming.StreamingLoader("cifar10", "train[:96]", SHARED_TFDS, 32, 16, train=True,
-                                      workers=0, seed=3)
+            images[k], streaming.eval_transform(np.asarray(src[int(idx)]["image"]), 32)
+        )
+    train = streaming.StreamingLoader(
+        "cifar10", "train[:96]", SHARED_TFDS, 32, 16, train=True, workers=0, seed=3
+    )
     a = next(train.batches(start_step=4))
     b = next(train.batches(start_step=4))  # resuming at a step gives the same batch
     np.testing.assert_array_equal(a[0], b[0])
@@ -75,6 +89,7 @@ def test_streaming_training_run_with_worker_processes(tmp_path):
     sys.path.insert(0, ROOT)
     from configs.cifar10 import get_config
     from inception_jax import training
+
     c = get_config()
     c.data_dir = SHARED_TFDS
     c.train_split, c.eval_split = "train[:256]", "train[45000:45128]"
@@ -89,8 +104,16 @@ def test_streaming_training_run_with_worker_processes(tmp_path):
 @needs_cifar
 def test_a_killed_decoding_worker_is_replaced_and_the_batches_do_not_change():
     import signal
-    kw = dict(dataset="cifar10", split="train[:96]", data_dir=SHARED_TFDS, image_size=32, batch_size=16,
-              train=True, seed=1)
+
+    kw = dict(
+        dataset="cifar10",
+        split="train[:96]",
+        data_dir=SHARED_TFDS,
+        image_size=32,
+        batch_size=16,
+        train=True,
+        seed=1,
+    )
     expected = streaming.StreamingLoader(workers=0, **kw).batches(start_step=2)
     loader = streaming.StreamingLoader(workers=1, prefetch=2, **kw)
     got = loader.batches(start_step=2)

@@ -36,6 +36,7 @@ def compilation_cache(tmp_path_factory):
 def smoke_config(**overrides):
     sys.path.insert(0, ROOT)
     from configs.smoke import get_config
+
     c = get_config()
     c.log_every_steps = 4
     for k, v in overrides.items():
@@ -47,6 +48,7 @@ TINY = {"model": "tiny_inception", "image_size": 8}  # tests/reliability_worker.
 
 
 # --- schedules, optimisers, losses against torch ---------------------------------
+
 
 def _torch_lrs(make_sched, steps, base=0.1):
     p = torch.nn.Parameter(torch.zeros(1))
@@ -84,17 +86,20 @@ def test_exponential_staircase_and_warmup_by_hand():
     sched = training.make_schedule(c, 10, 100)
     assert float(sched(19)) == pytest.approx(0.045)
     assert float(sched(20)) == pytest.approx(0.045 * 0.94)
-    assert float(sched(45)) == pytest.approx(0.045 * 0.94 ** 2)
+    assert float(sched(45)) == pytest.approx(0.045 * 0.94**2)
     c.warmup_epochs = 1.0
     sched = training.make_schedule(c, 10, 100)
     assert float(sched(0)) == 0.0 and float(sched(5)) == pytest.approx(0.0225)
 
 
-@pytest.mark.parametrize("name,torch_opt", [
-    ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)),
-    ("adam", lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4)),
-    ("adamw", lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=1e-2)),
-])
+@pytest.mark.parametrize(
+    "name,torch_opt",
+    [
+        ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)),
+        ("adam", lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4)),
+        ("adamw", lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=1e-2)),
+    ],
+)
 def test_optimizers_match_torch_over_three_steps(name, torch_opt):
     c = config_lib.base_config()
     c.optimizer, c.momentum, c.nesterov = name, 0.9, True
@@ -124,23 +129,27 @@ def test_combined_loss_is_main_plus_weighted_aux_like_torch():
     ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     ref = (ce(t(main), t(labels)) + 0.3 * ce(t(aux1), t(labels)) + 0.3 * ce(t(aux2), t(labels))).item()
-    ours, logits = training.combined_loss((jnp.asarray(main), jnp.asarray(aux1), jnp.asarray(aux2)),
-                                          jnp.asarray(labels), 0.3, 0.1)
+    ours, logits = training.combined_loss(
+        (jnp.asarray(main), jnp.asarray(aux1), jnp.asarray(aux2)), jnp.asarray(labels), 0.3, 0.1
+    )
     assert float(ours) == pytest.approx(ref, rel=1e-5)
     np.testing.assert_array_equal(logits, main)
     single, _ = training.combined_loss(jnp.asarray(main), jnp.asarray(labels), 0.3, 0.0)
-    assert float(single) == pytest.approx(torch.nn.CrossEntropyLoss()(t(main), t(labels)).item(),
-                                          rel=1e-5)
+    assert float(single) == pytest.approx(torch.nn.CrossEntropyLoss()(t(main), t(labels)).item(), rel=1e-5)
 
 
 # --- bad config / data -------------------------------------------------------------
 
-@pytest.mark.parametrize("key,value,pattern", [
-    ("model", "inception_v9", "unknown model 'inception_v9'; expected one of"),
-    ("optimizer", "adagrad", r"config.optimizer='adagrad': expected one of sgd, adam"),
-    ("schedule", "poly", r"config.schedule='poly': expected one of"),
-    ("image_size", 4, r"config.image_size=4: expected >= 8 for inception_cifar"),
-])
+
+@pytest.mark.parametrize(
+    "key,value,pattern",
+    [
+        ("model", "inception_v9", "unknown model 'inception_v9'; expected one of"),
+        ("optimizer", "adagrad", r"config.optimizer='adagrad': expected one of sgd, adam"),
+        ("schedule", "poly", r"config.schedule='poly': expected one of"),
+        ("image_size", 4, r"config.image_size=4: expected >= 8 for inception_cifar"),
+    ],
+)
 def test_bad_config_values_fail_with_one_line(key, value, pattern):
     c = smoke_config()
     c[key] = value
@@ -157,22 +166,49 @@ def test_missing_dataset_names_dataset_dir_and_prepare_command(tmp_path):
 
 
 def test_unknown_config_key_on_the_command_line(tmp_path):
-    r = subprocess.run([sys.executable, "train.py", "--config", "configs/smoke.py", "--workdir",
-                        str(tmp_path / "w"), "--config.no_such_key=1"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/smoke.py",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--config.no_such_key=1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: --config.no_such_key: no such config key; configs/smoke.py lists the keys"]
+        "error: --config.no_such_key: no such config key; configs/smoke.py lists the keys"
+    ]
     assert not (tmp_path / "w").exists()
-    r = subprocess.run([sys.executable, "train.py", "--config", "configs/smoke.py", "--workdir",
-                        str(tmp_path / "w"), "--config.batch_sze=1"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/smoke.py",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--config.batch_sze=1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
-    assert r.stderr.strip() == ("error: --config.batch_sze: no such config key; did you mean "
-                                "batch_size or eval_batch_size?")
+    assert r.stderr.strip() == (
+        "error: --config.batch_sze: no such config key; did you mean batch_size or eval_batch_size?"
+    )
 
 
 # --- runs --------------------------------------------------------------------------
+
 
 def _read_jsonl(path):
     with open(path) as f:
@@ -195,22 +231,32 @@ def test_smoke_training_lowers_the_loss_and_writes_metrics(tmp_path, capsys):
     again = training.train_and_evaluate(smoke_config(num_epochs=2), str(tmp_path))
     lines = capsys.readouterr().out.strip().splitlines()
     last = [r for r in records if r["kind"] == "epoch"][-1]
-    assert lines == [f"Training in {tmp_path} is already complete (step 32 of 32); raise num_epochs "
-                     "or num_train_steps to train further",
-                     f"Final metrics: Epoch 2: Train Loss: {last['train_loss']:.4f}, Train Acc: "
-                     f"{100 * last['train_accuracy']:.2f}%, Test Acc: {100 * last['eval_accuracy']:.2f}%"]
+    assert lines == [
+        f"Training in {tmp_path} is already complete (step 32 of 32); raise num_epochs "
+        "or num_train_steps to train further",
+        f"Final metrics: Epoch 2: Train Loss: {last['train_loss']:.4f}, Train Acc: "
+        f"{100 * last['train_accuracy']:.2f}%, Test Acc: {100 * last['eval_accuracy']:.2f}%",
+    ]
     assert again["step"] == 32 and again["eval_accuracy"] == last["eval_accuracy"]
-    assert _read_jsonl(tmp_path / "metrics.jsonl") == records       # nothing appended
+    assert _read_jsonl(tmp_path / "metrics.jsonl") == records  # nothing appended
     # evaluation of the best checkpoint without training
     ev = training.evaluate_workdir(smoke_config(num_epochs=2), str(tmp_path))
-    assert ev["accuracy"] == pytest.approx(max(r["eval_accuracy"] for r in records
-                                               if r["kind"] == "epoch"), abs=1e-6)
+    assert ev["accuracy"] == pytest.approx(
+        max(r["eval_accuracy"] for r in records if r["kind"] == "epoch"), abs=1e-6
+    )
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
     import reliability_worker  # noqa: F401  (registers tiny_inception)
-    cfg = dict(num_epochs=-1, num_train_steps=10, synthetic_examples=128, batch_size=32,
-               checkpoint_every_steps=2, **TINY)
+
+    cfg = dict(
+        num_epochs=-1,
+        num_train_steps=10,
+        synthetic_examples=128,
+        batch_size=32,
+        checkpoint_every_steps=2,
+        **TINY,
+    )
     full = training.train_and_evaluate(smoke_config(**cfg), str(tmp_path / "full"))
     first = training.train_and_evaluate(smoke_config(stop_at_step=6, **cfg), str(tmp_path / "split"))
     assert first["step"] == 6
@@ -218,18 +264,30 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
     resumed = training.train_and_evaluate(smoke_config(**cfg), str(tmp_path / "split"))
     assert "Resumed from step 6" in capsys.readouterr().out
     assert resumed["step"] == full["step"] == 10
-    for a, b in zip(jax.tree_util.tree_leaves(full["state"].params),
-                    jax.tree_util.tree_leaves(resumed["state"].params)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(full["state"].params), jax.tree_util.tree_leaves(resumed["state"].params)
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    for a, b in zip(jax.tree_util.tree_leaves(full["state"].batch_stats),
-                    jax.tree_util.tree_leaves(resumed["state"].batch_stats)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(full["state"].batch_stats),
+        jax.tree_util.tree_leaves(resumed["state"].batch_stats),
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_nan_loss_stops_with_a_clear_error_keeping_the_last_checkpoint(tmp_path):
     import reliability_worker  # noqa: F401  (registers tiny_inception)
-    cfg = dict(num_epochs=-1, num_train_steps=8, synthetic_examples=64, batch_size=16,
-               checkpoint_every_steps=2, log_every_steps=2, optimizer="sgd", **TINY)
+
+    cfg = dict(
+        num_epochs=-1,
+        num_train_steps=8,
+        synthetic_examples=64,
+        batch_size=16,
+        checkpoint_every_steps=2,
+        log_every_steps=2,
+        optimizer="sgd",
+        **TINY,
+    )
     training.train_and_evaluate(smoke_config(**dict(cfg, num_train_steps=2)), str(tmp_path))
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 4.*step 2\) is kept"):
         training.train_and_evaluate(smoke_config(learning_rate=1e30, **cfg), str(tmp_path))
@@ -238,19 +296,23 @@ def test_nan_loss_stops_with_a_clear_error_keeping_the_last_checkpoint(tmp_path)
 
 def test_resuming_with_another_model_is_refused(tmp_path):
     import reliability_worker  # noqa: F401  (registers tiny_inception)
-    training.train_and_evaluate(smoke_config(num_epochs=-1, num_train_steps=2, synthetic_examples=64,
-                                             **TINY), str(tmp_path))
+
+    training.train_and_evaluate(
+        smoke_config(num_epochs=-1, num_train_steps=2, synthetic_examples=64, **TINY), str(tmp_path)
+    )
     before = sorted(os.listdir(tmp_path / "checkpoints"))
     with pytest.raises(ValueError, match="holds a run with model='tiny_inception'"):
         training.train_and_evaluate(smoke_config(model="googlenet_cifar"), str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")),
-                    reason="../shared/data/tfds/cifar10 not present")
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")), reason="../shared/data/tfds/cifar10 not present"
+)
 def test_short_cpu_run_on_real_cifar10_beats_chance(tmp_path):
     sys.path.insert(0, ROOT)
     from configs.cifar10 import get_config
+
     c = get_config()
     c.data_dir = SHARED_TFDS
     c.train_split, c.eval_split = "train[:2048]", "train[45000:46000]"
@@ -266,8 +328,7 @@ def test_event_files_and_curves_read_back_with_tensorboard_and_matplotlib(tmp_pa
     from matplotlib.image import imread
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logger = metrics_lib.MetricsLogger(str(tmp_path), total_steps=20, batch_size=8,
-                                       stream=io.StringIO())
+    logger = metrics_lib.MetricsLogger(str(tmp_path), total_steps=20, batch_size=8, stream=io.StringIO())
     logger.progress(10, 1.25, 100.0)
     for epoch, (loss, acc) in enumerate([(2.0, 0.25), (1.0, 0.5)], start=1):
         logger.epoch(epoch, 10 * epoch, loss, acc, acc - 0.05, loss + 0.5, 0.1 / epoch)
@@ -275,8 +336,11 @@ def test_event_files_and_curves_read_back_with_tensorboard_and_matplotlib(tmp_pa
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(10, 1.25)]
-    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("epoch/eval_accuracy")] == [(10, 0.2), (20, 0.45)]
+    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("epoch/eval_accuracy")] == [
+        (10, 0.2),
+        (20, 0.45),
+    ]
     assert [e.step for e in acc.Scalars("epoch/learning_rate")] == [10, 20]
     image = imread(tmp_path / "curves.png")
-    assert image.shape[0] > 200 and image.shape[1] > 600     # three panels side by side
-    assert image[..., :3].std() > 0.05                       # not a blank canvas
+    assert image.shape[0] > 200 and image.shape[1] > 600  # three panels side by side
+    assert image[..., :3].std() > 0.05  # not a blank canvas

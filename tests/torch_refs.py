@@ -11,6 +11,7 @@ def _torch():
     global torch
     if torch is None:
         import torch as _t
+
         torch = _t
     return torch
 
@@ -22,15 +23,19 @@ def build(name: str, seed: int = 0, **kw):
     t.manual_seed(seed)
     if name == "googlenet":
         from torchvision.models import googlenet
+
         m = googlenet(weights=None, init_weights=True, **kw)
     elif name == "inception_v3":
         from torchvision.models import inception_v3
+
         m = inception_v3(weights=None, init_weights=True, **kw)
     elif name in ("inception_v4", "inception_resnet_v2"):
         import timm
+
         m = timm.create_model(name, pretrained=False, **kw)
     elif name == "bn_inception":
         from pretrainedmodels.models.bninception import BNInception
+
         m = BNInception(**kw)
     else:
         raise KeyError(name)

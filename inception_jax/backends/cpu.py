@@ -87,7 +87,7 @@ def _window_taps(xp: jax.Array, kernel, strides):
     out_w = (xp.shape[2] - kw) // sw + 1
     for i in range(kh):
         for j in range(kw):
-            yield i, j, xp[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
+            yield i, j, xp[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -98,9 +98,8 @@ def max_pool(x: jax.Array, kernel, strides, pads) -> jax.Array:
     xp = _pad_neg_inf(x, pads)
     out_h = (xp.shape[1] - kh) // sh + 1
     out_w = (xp.shape[2] - kw) // sw + 1
-    rows = functools.reduce(jnp.maximum, [xp[:, i:i + sh * (out_h - 1) + 1:sh] for i in range(kh)])
-    return functools.reduce(jnp.maximum,
-                            [rows[:, :, j:j + sw * (out_w - 1) + 1:sw] for j in range(kw)])
+    rows = functools.reduce(jnp.maximum, [xp[:, i : i + sh * (out_h - 1) + 1 : sh] for i in range(kh)])
+    return functools.reduce(jnp.maximum, [rows[:, :, j : j + sw * (out_w - 1) + 1 : sw] for j in range(kw)])
 
 
 def _max_pool_fwd(x, kernel, strides, pads):
@@ -118,7 +117,7 @@ def _max_pool_fwd(x, kernel, strides, pads):
 
 
 def _max_pool_bwd(kernel, strides, pads, residuals, g):
-    winner, like = residuals          # ``like`` only carries the input's height and width
+    winner, like = residuals  # ``like`` only carries the input's height and width
     (kh, kw), (sh, sw) = kernel, strides
     (pt, pb), (pl, pr) = pads
     h, w = like.shape[0], like.shape[1]
@@ -126,16 +125,20 @@ def _max_pool_bwd(kernel, strides, pads, residuals, g):
     # Spread the outputs onto the padded input grid (output o at row o*stride,
     # the rest empty) with kh-1 / kw-1 extra rows / columns in front, so that
     # offset (i, j) of every window is a plain shifted slice of the spread arrays.
-    spread = ((0, 0, 0), (kh - 1, h + pt + pb - (sh * (oh - 1) + 1), sh - 1),
-              (kw - 1, w + pl + pr - (sw * (ow - 1) + 1), sw - 1), (0, 0, 0))
+    spread = (
+        (0, 0, 0),
+        (kh - 1, h + pt + pb - (sh * (oh - 1) + 1), sh - 1),
+        (kw - 1, w + pl + pr - (sw * (ow - 1) + 1), sw - 1),
+        (0, 0, 0),
+    )
     gs = lax.pad(g, jnp.zeros((), g.dtype), spread)
     ws = lax.pad(winner, jnp.asarray(-1, winner.dtype), spread)
     dx = None
     for i in range(kh):
         for j in range(kw):
             r, c = kh - 1 - i + pt, kw - 1 - j + pl
-            won = ws[:, r:r + h, c:c + w] == i * kw + j
-            part = jnp.where(won, gs[:, r:r + h, c:c + w], jnp.zeros((), g.dtype))
+            won = ws[:, r : r + h, c : c + w] == i * kw + j
+            part = jnp.where(won, gs[:, r : r + h, c : c + w], jnp.zeros((), g.dtype))
             dx = part if dx is None else dx + part
     return (dx,)
 
@@ -211,11 +214,17 @@ def _filter_grad_gemm(x, g, kernel_shape, strides, padding):
     (sh, sw) = strides
     oh, ow = g.shape[1], g.shape[2]
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    cols = jnp.concatenate([xp[:, :, j:j + sw * (ow - 1) + 1:sw] for j in range(kw)], axis=-1)
+    cols = jnp.concatenate([xp[:, :, j : j + sw * (ow - 1) + 1 : sw] for j in range(kw)], axis=-1)
     g2 = g.reshape(-1, cout)
-    rows = [lax.dot_general(cols[:, i:i + sh * (oh - 1) + 1:sh].reshape(-1, kw * cin), g2,
-                            (((0,), (0,)), ((), ())), preferred_element_type=layers.statistics_dtype(x.dtype))
-            for i in range(kh)]
+    rows = [
+        lax.dot_general(
+            cols[:, i : i + sh * (oh - 1) + 1 : sh].reshape(-1, kw * cin),
+            g2,
+            (((0,), (0,)), ((), ())),
+            preferred_element_type=layers.statistics_dtype(x.dtype),
+        )
+        for i in range(kh)
+    ]
     return jnp.stack(rows).reshape(kh, kw, cin, cout)
 
 
@@ -245,22 +254,48 @@ def _as_dot(x, w):
     return y.reshape(*x.shape[:3], w.shape[3])
 
 
-def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-         precision=None, preferred_element_type=None):
+def conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
     """``lax.conv_general_dilated``'s signature: plain NHWC convolutions get the dot /
     GEMM forms above; anything else is passed through unchanged."""
-    plain = (feature_group_count == 1 and batch_group_count == 1 and not isinstance(padding, str)
-             and all(d in (None, 1) for d in (lhs_dilation or (1,))) and
-             all(d in (None, 1) for d in (rhs_dilation or (1,))) and
-             lhs.ndim == 4 and precision is None and preferred_element_type is None)
+    plain = (
+        feature_group_count == 1
+        and batch_group_count == 1
+        and not isinstance(padding, str)
+        and all(d in (None, 1) for d in (lhs_dilation or (1,)))
+        and all(d in (None, 1) for d in (rhs_dilation or (1,)))
+        and lhs.ndim == 4
+        and precision is None
+        and preferred_element_type is None
+    )
     if plain and dimension_numbers is not None:
         nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
         plain = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
     if not plain:
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count,
-                                        precision, preferred_element_type)
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            precision,
+            preferred_element_type,
+        )
     pads = tuple(tuple(int(v) for v in pad) for pad in padding)
     strides = tuple(int(v) for v in window_strides)
     if rhs.shape[:2] == (1, 1) and strides == (1, 1) and not any(map(any, pads)):

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import types
 from typing import Callable, Iterator, Mapping, Optional
 
 OPS = ("max_pool", "batch_norm_train", "conv")
 
+_NONE: Mapping[str, Callable] = types.MappingProxyType({})
 _ACTIVE: contextvars.ContextVar[Mapping[str, Callable]] = contextvars.ContextVar(
-    "inception_jax_kernels", default={})
+    "inception_jax_kernels", default=_NONE
+)
 
 
 def kernel(op: str) -> Optional[Callable]:

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 
 
-def normalize(images_uint8: jax.Array, mean: Sequence[float], std: Sequence[float],
-              dtype=jnp.float32) -> jax.Array:
+def normalize(
+    images_uint8: jax.Array, mean: Sequence[float], std: Sequence[float], dtype=jnp.float32
+) -> jax.Array:
     """uint8 [0, 255] -> (x / 255 - mean) / std, like torchvision's ToTensor + Normalize."""
     x = images_uint8.astype(jnp.float32) / 255.0
     return ((x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)).astype(dtype)

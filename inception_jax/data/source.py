@@ -17,8 +17,10 @@ from typing import Optional
 
 import numpy as np
 
-PREPARE_HINT = ("prepare it with: pip install -e '.[prepare]' && python -m inception_jax.data.prepare "
-                "--dataset {dataset} --data_dir {data_dir}")
+PREPARE_HINT = (
+    "prepare it with: pip install -e '.[prepare]' && python -m inception_jax.data.prepare "
+    "--dataset {dataset} --data_dir {data_dir}"
+)
 
 
 class DatasetMissingError(ValueError):
@@ -30,7 +32,7 @@ class InMemoryDataset:
     images: np.ndarray  # uint8 (N, H, W, C)
     labels: np.ndarray  # int32 (N,)
     num_classes: int
-    skipped: int = 0    # undecodable records skipped (bad_records="skip")
+    skipped: int = 0  # undecodable records skipped (bad_records="skip")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -47,10 +49,12 @@ def _data_source(dataset: str, split: str, data_dir: Optional[str]):
         if re.search(r"split|Split", reason) and "not" in reason.lower():
             raise DatasetMissingError(
                 f"dataset {dataset!r} has no split {split!r} in data_dir {searched!r} ({reason[:200]}); "
-                "pick an existing split, e.g. --config.eval_split='train[45000:]'") from None
+                "pick an existing split, e.g. --config.eval_split='train[45000:]'"
+            ) from None
         raise DatasetMissingError(
             f"dataset {dataset!r} (split {split!r}) is not prepared in data_dir {searched!r} "
-            f"({reason[:200]}); " + PREPARE_HINT.format(dataset=dataset, data_dir=searched)) from None
+            f"({reason[:200]}); " + PREPARE_HINT.format(dataset=dataset, data_dir=searched)
+        ) from None
 
 
 def _decode_chunk(source, start: int, stop: int, bad_records: str):
@@ -68,7 +72,8 @@ def _decode_chunk(source, start: int, stop: int, bad_records: str):
                 if bad_records != "skip":
                     raise ValueError(
                         f"record {i} could not be decoded ({type(e).__name__}: {str(e)[:120]}); "
-                        "set --config.bad_records=skip to count and skip such records") from None
+                        "set --config.bad_records=skip to count and skip such records"
+                    ) from None
                 skipped += 1
     for r in records:
         images.append(np.asarray(r["image"], np.uint8))
@@ -76,8 +81,15 @@ def _decode_chunk(source, start: int, stop: int, bad_records: str):
     return images, labels, skipped
 
 
-def load_in_memory(dataset: str, split: str, data_dir: Optional[str], cache_dir: Optional[str] = None,
-                   bad_records: str = "error", threads: int = 8, chunk: int = 1000) -> InMemoryDataset:
+def load_in_memory(
+    dataset: str,
+    split: str,
+    data_dir: Optional[str],
+    cache_dir: Optional[str] = None,
+    bad_records: str = "error",
+    threads: int = 8,
+    chunk: int = 1000,
+) -> InMemoryDataset:
     """Decodes a whole tfds split into memory (cached as .npz under ``cache_dir``)."""
     if bad_records not in ("error", "skip"):
         raise ValueError(f"bad_records={bad_records!r}: expected 'error' or 'skip'")
@@ -85,8 +97,10 @@ def load_in_memory(dataset: str, split: str, data_dir: Optional[str], cache_dir:
     num_classes = int(source.dataset_info.features["label"].num_classes)
     cache_path = None
     if cache_dir:
-        key = hashlib.sha1(f"{os.path.abspath(os.path.expanduser(data_dir or ''))}|{dataset}|{split}|"
-                           f"{len(source)}|{bad_records}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(
+            f"{os.path.abspath(os.path.expanduser(data_dir or ''))}|{dataset}|{split}|"
+            f"{len(source)}|{bad_records}".encode()
+        ).hexdigest()[:16]
         cache_path = os.path.join(os.path.expanduser(cache_dir), f"{dataset}-{key}.npz")
         if os.path.exists(cache_path):
             try:
@@ -109,8 +123,9 @@ def load_in_memory(dataset: str, split: str, data_dir: Optional[str], cache_dir:
     return InMemoryDataset(images, labels, num_classes, skipped)
 
 
-def synthetic(num_examples: int, image_size: int, num_classes: int, seed: int = 0,
-              split_seed: int = 0) -> InMemoryDataset:
+def synthetic(
+    num_examples: int, image_size: int, num_classes: int, seed: int = 0, split_seed: int = 0
+) -> InMemoryDataset:
     """A learnable synthetic dataset: each class is a noisy colour/brightness pattern.
     The class patterns depend on ``seed`` only; ``split_seed`` draws other examples
     of the same classes (a held-out split)."""

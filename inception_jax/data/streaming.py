@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-from concurrent.futures.process import BrokenProcessPool
 import math
 import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
@@ -46,8 +46,9 @@ def _init_worker(dataset, split, data_dir):
     _WORKER_SOURCE = _open_source(dataset, split, data_dir)
 
 
-def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Tuple[int, int, int, int]:
+def random_resized_crop_box(
+    height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> Tuple[int, int, int, int]:
     """(top, left, h, w) of torchvision's ``RandomResizedCrop.get_params``: 10 tries at
     a random area/aspect, else a center crop with the aspect clamped to ``ratio``."""
     area = height * width
@@ -119,8 +120,10 @@ def _load_batch(args, source=None):
             valid.append(True)
         except Exception as e:
             if bad_records != "skip":
-                raise ValueError(f"record {int(idx)} could not be decoded ({type(e).__name__}: "
-                                 f"{str(e)[:120]}); set --config.bad_records=skip to skip such records")
+                raise ValueError(
+                    f"record {int(idx)} could not be decoded ({type(e).__name__}: "
+                    f"{str(e)[:120]}); set --config.bad_records=skip to skip such records"
+                ) from e
             images.append(np.zeros((size, size, 3), np.uint8))
             labels.append(0)
             valid.append(False)  # masked out of the loss and metrics
@@ -130,10 +133,21 @@ def _load_batch(args, source=None):
 class StreamingLoader:
     """Yields (images uint8, labels int32, valid bool) batches of this process's shard."""
 
-    def __init__(self, dataset: str, split: str, data_dir: Optional[str], image_size: int,
-                 batch_size: int, train: bool, seed: int = 0, workers: int = 4,
-                 process_index: int = 0, process_count: int = 1, prefetch: int = 4,
-                 bad_records: str = "error"):
+    def __init__(
+        self,
+        dataset: str,
+        split: str,
+        data_dir: Optional[str],
+        image_size: int,
+        batch_size: int,
+        train: bool,
+        seed: int = 0,
+        workers: int = 4,
+        process_index: int = 0,
+        process_count: int = 1,
+        prefetch: int = 4,
+        bad_records: str = "error",
+    ):
         source = _open_source(dataset, split, data_dir)  # fails early with a clear line
         self._source = source  # workers=0 reads through it
         self.num_examples = len(source)
@@ -165,8 +179,11 @@ class StreamingLoader:
             # an executor (not multiprocessing.Pool): a worker that dies (OOM killer, a signal)
             # fails its batches with BrokenProcessPool instead of leaving them waiting forever
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                initargs=(self.dataset, self.split, self.data_dir))
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.dataset, self.split, self.data_dir),
+            )
         return self._pool
 
     def _tasks(self, start_step: int) -> Iterator[tuple]:
@@ -175,13 +192,13 @@ class StreamingLoader:
             while True:
                 epoch, offset = divmod(step, max(self.steps_per_epoch, 1))
                 order = self.epoch_order(epoch)
-                idx = order[offset * self.batch_size:(offset + 1) * self.batch_size]
+                idx = order[offset * self.batch_size : (offset + 1) * self.batch_size]
                 yield (idx, self.image_size, True, self.seed, epoch, self.bad_records), None
                 step += 1
         else:
             order = self.shard
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 pad = self.batch_size - len(idx)
                 yield (idx, self.image_size, False, self.seed, 0, self.bad_records), pad
 
@@ -224,8 +241,10 @@ class StreamingLoader:
                 self._generation += 1
                 self.restarts += 1
                 if self.restarts > 3:
-                    raise RuntimeError("data loading workers keep dying (3 restarts); lower "
-                                       "--config.pipeline_workers or check memory") from None
+                    raise RuntimeError(
+                        "data loading workers keep dying (3 restarts); lower "
+                        "--config.pipeline_workers or check memory"
+                    ) from None
             return self._result(args, self._submit(args), self._generation)
 
     def close(self) -> None:

@@ -3,16 +3,33 @@
 Importing this package registers every model.
 """
 
-from inception_jax.models.registry import (ModelInfo, Pretrained, create, get_info, init,
-                                          list_models)
-from inception_jax.models import (bn_inception, cifar, googlenet, inception_resnet_v2,  # noqa: F401
-                                  inception_v3, inception_v4)
-from inception_jax.models.googlenet import GoogLeNet
-from inception_jax.models.cifar import InceptionCIFAR
+from inception_jax.models import (  # noqa: F401
+    bn_inception,
+    cifar,
+    googlenet,
+    inception_resnet_v2,
+    inception_v3,
+    inception_v4,
+)
 from inception_jax.models.bn_inception import BNInception
+from inception_jax.models.cifar import InceptionCIFAR
+from inception_jax.models.googlenet import GoogLeNet
+from inception_jax.models.inception_resnet_v2 import InceptionResNetV2
 from inception_jax.models.inception_v3 import InceptionV3
 from inception_jax.models.inception_v4 import InceptionV4
-from inception_jax.models.inception_resnet_v2 import InceptionResNetV2
+from inception_jax.models.registry import ModelInfo, Pretrained, create, get_info, init, list_models
 
-__all__ = ["create", "list_models", "get_info", "init", "ModelInfo", "Pretrained", "GoogLeNet",
-           "InceptionCIFAR", "BNInception", "InceptionV3", "InceptionV4", "InceptionResNetV2"]
+__all__ = [
+    "create",
+    "list_models",
+    "get_info",
+    "init",
+    "ModelInfo",
+    "Pretrained",
+    "GoogLeNet",
+    "InceptionCIFAR",
+    "BNInception",
+    "InceptionV3",
+    "InceptionV4",
+    "InceptionResNetV2",
+]

@@ -22,8 +22,10 @@ def main(argv=None) -> None:
     print("-" * len(header))
     for r in rows:
         aux = f"{r['params_with_aux']:,}" if "params_with_aux" in r else "-"
-        print(f"{r['model']:<22}{r['params']:>14,}{aux:>14}{r['macs'] / 1e9:>9.2f}"
-              f"{r['input_size']:>7}{r['min_input_size']:>5}  {r['reference']}")
+        print(
+            f"{r['model']:<22}{r['params']:>14,}{aux:>14}{r['macs'] / 1e9:>9.2f}"
+            f"{r['input_size']:>7}{r['min_input_size']:>5}  {r['reference']}"
+        )
     print("GMACs: multiply-adds of convs and dense layers, one image at the default input size.")
 
 

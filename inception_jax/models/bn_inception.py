@@ -31,8 +31,14 @@ from inception_jax.models.registry import ModelInfo, Pretrained, register
 PRETRAINED = Pretrained(
     source="pretrainedmodels",
     url="http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth",
-    filename="bn_inception-52deb4733.pth", input_size=224, resize_size=256,
-    mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), input_space="BGR", input_range=255.0)
+    filename="bn_inception-52deb4733.pth",
+    input_size=224,
+    resize_size=256,
+    mean=(104.0, 117.0, 128.0),
+    std=(1.0, 1.0, 1.0),
+    input_space="BGR",
+    input_range=255.0,
+)
 
 # name: (1x1, 3x3_reduce, 3x3, double_3x3_reduce, double_3x3, pool kind, pool_proj)
 # A reduction block (stride 2) has no 1x1 branch and a plain max pool branch.
@@ -61,9 +67,15 @@ class BNInception(nn.Module):
         layers.check_image_input("bn_inception", x, 31)
 
         def conv_bn(y, name, features, kernel, stride=1, padding=0):
-            y = nn.Conv(features, (kernel, kernel), (stride, stride),
-                        padding=((padding, padding), (padding, padding)), use_bias=True,
-                        dtype=self.dtype, name=name)(y)
+            y = nn.Conv(
+                features,
+                (kernel, kernel),
+                (stride, stride),
+                padding=((padding, padding), (padding, padding)),
+                use_bias=True,
+                dtype=self.dtype,
+                name=name,
+            )(y)
             y = layers.BatchNorm(0.1, 1e-5, self.dtype, self.axis_name, name=name + "_bn")(y, train)
             return nn.relu(y)
 
@@ -85,8 +97,11 @@ class BNInception(nn.Module):
             if pool == "reduce":
                 outs.append(layers.max_pool(x, 3, 2, ceil_mode=True))
             else:
-                y = (layers.avg_pool(x, 3, 1, 1, ceil_mode=True) if pool == "avg"
-                     else layers.max_pool(x, 3, 1, 1, ceil_mode=True))
+                y = (
+                    layers.avg_pool(x, 3, 1, 1, ceil_mode=True)
+                    if pool == "avg"
+                    else layers.max_pool(x, 3, 1, 1, ceil_mode=True)
+                )
                 outs.append(conv_bn(y, f"{name}_pool_proj", proj, 1))
             x = jnp.concatenate(outs, axis=-1)
         x = layers.global_avg_pool(x)
@@ -94,5 +109,14 @@ class BNInception(nn.Module):
         return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
 
 
-register(ModelInfo("bn_inception", BNInception, 224, 31, classifier="last_linear",
-                   reference="pretrainedmodels (Cadene) bninception", pretrained=PRETRAINED))
+register(
+    ModelInfo(
+        "bn_inception",
+        BNInception,
+        224,
+        31,
+        classifier="last_linear",
+        reference="pretrainedmodels (Cadene) bninception",
+        pretrained=PRETRAINED,
+    )
+)

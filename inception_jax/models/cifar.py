@@ -54,5 +54,14 @@ class InceptionCIFAR(nn.Module):
         return layers.dense(self.num_classes, self.dtype, "fc")(x)
 
 
-register(ModelInfo("inception_cifar", InceptionCIFAR, 32, 8, num_classes=10, classifier="fc",
-                   reference="design doc InceptionCIFAR"))
+register(
+    ModelInfo(
+        "inception_cifar",
+        InceptionCIFAR,
+        32,
+        8,
+        num_classes=10,
+        classifier="fc",
+        reference="design doc InceptionCIFAR",
+    )
+)

@@ -36,9 +36,15 @@ from inception_jax.models.registry import ModelInfo, Pretrained, register
 # weights): Resize(256) + CenterCrop(224), bilinear, ImageNet mean/std, and the
 # model built with transform_input=True.
 PRETRAINED = Pretrained(
-    source="torchvision", url="https://download.pytorch.org/models/googlenet-1378be20.pth",
-    filename="googlenet-1378be20.pth", input_size=224, resize_size=256,
-    model_kwargs=(("transform_input", True),), check_hash=True, accuracy=(69.778, 89.53))
+    source="torchvision",
+    url="https://download.pytorch.org/models/googlenet-1378be20.pth",
+    filename="googlenet-1378be20.pth",
+    input_size=224,
+    resize_size=256,
+    model_kwargs=(("transform_input", True),),
+    check_hash=True,
+    accuracy=(69.778, 89.53),
+)
 
 # (in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj) from the paper's Table 1.
 INCEPTION_CFG = {
@@ -96,16 +102,25 @@ class GoogLeNet(nn.Module):
             return layers.max_pool(y, 3, 2, padding=1)
 
         def inception(y, name):
-            return layers.InceptionModule(*INCEPTION_CFG[name], branch3_kernel=kernel5,
-                                          pool_ceil_mode=torchvision_like, conv=conv,
-                                          name=name)(y, train)
+            return layers.InceptionModule(
+                *INCEPTION_CFG[name],
+                branch3_kernel=kernel5,
+                pool_ceil_mode=torchvision_like,
+                conv=conv,
+                name=name,
+            )(y, train)
 
         run_aux = self.aux_logits and (train or self.is_initializing())
 
         def aux(y, name):
-            return layers.AuxiliaryClassifier(self.num_classes, self.dropout_aux, conv=conv,
-                                              dtype=self.dtype, axis_name=self.axis_name,
-                                              name=name)(y, train)
+            return layers.AuxiliaryClassifier(
+                self.num_classes,
+                self.dropout_aux,
+                conv=conv,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
+                name=name,
+            )(y, train)
 
         if self.transform_input:
             x = transform_imagenet_input(x)
@@ -152,12 +167,41 @@ class GoogLeNetCIFAR(GoogLeNet):
 
 
 _COMMON = dict(has_aux=True, classifier="fc", aux_prefixes=("aux1", "aux2"))
-register(ModelInfo("googlenet", GoogLeNet, 224, _MIN_SIZE["torchvision"], aux_default=True,
-                   min_aux_input_size=_MIN_SIZE["torchvision"],
-                   reference="torchvision.models.googlenet", pretrained=PRETRAINED, **_COMMON))
-register(ModelInfo("googlenet_paper", GoogLeNetPaper, 224, _MIN_SIZE["paper"], aux_default=True,
-                   min_aux_input_size=_MIN_SIZE["paper"],
-                   reference="design doc GoogLeNet (Szegedy et al. 2014)", **_COMMON))
-register(ModelInfo("googlenet_cifar", GoogLeNetCIFAR, 32, _MIN_SIZE["cifar"], num_classes=10,
-                   aux_default=False, min_aux_input_size=_MIN_SIZE["cifar"],
-                   reference="torchvision GoogLeNet body, CIFAR stem", **_COMMON))
+register(
+    ModelInfo(
+        "googlenet",
+        GoogLeNet,
+        224,
+        _MIN_SIZE["torchvision"],
+        aux_default=True,
+        min_aux_input_size=_MIN_SIZE["torchvision"],
+        reference="torchvision.models.googlenet",
+        pretrained=PRETRAINED,
+        **_COMMON,
+    )
+)
+register(
+    ModelInfo(
+        "googlenet_paper",
+        GoogLeNetPaper,
+        224,
+        _MIN_SIZE["paper"],
+        aux_default=True,
+        min_aux_input_size=_MIN_SIZE["paper"],
+        reference="design doc GoogLeNet (Szegedy et al. 2014)",
+        **_COMMON,
+    )
+)
+register(
+    ModelInfo(
+        "googlenet_cifar",
+        GoogLeNetCIFAR,
+        32,
+        _MIN_SIZE["cifar"],
+        num_classes=10,
+        aux_default=False,
+        min_aux_input_size=_MIN_SIZE["cifar"],
+        reference="torchvision GoogLeNet body, CIFAR stem",
+        **_COMMON,
+    )
+)

@@ -21,24 +21,37 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax import layers
-from inception_jax.models.registry import (INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained,
-                                          register)
+from inception_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained, register
 
 # timm inception_resnet_v2.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.8975 ->
 # Resize(333) + CenterCrop(299), bicubic, mean = std = 0.5; 1000 classes (Cadene's
 # original inceptionresnetv2-520b38e4.pth has 1001 and names the classifier
 # last_linear: load_pretrained drops the background row and renames it).
 PRETRAINED = Pretrained(
-    source="timm", hf_hub_id="timm/inception_resnet_v2.tf_in1k",
+    source="timm",
+    hf_hub_id="timm/inception_resnet_v2.tf_in1k",
     url="https://huggingface.co/timm/inception_resnet_v2.tf_in1k/resolve/main/model.safetensors",
-    filename="inception_resnet_v2.tf_in1k.safetensors", input_size=299, resize_size=333,
-    interpolation="bicubic", mean=INCEPTION_MEAN, std=INCEPTION_STD)
+    filename="inception_resnet_v2.tf_in1k.safetensors",
+    input_size=299,
+    resize_size=333,
+    interpolation="bicubic",
+    mean=INCEPTION_MEAN,
+    std=INCEPTION_STD,
+)
 
-MIXED_5B = ([(96, 1)], [(48, 1), (64, 5, 1, 2)], [(64, 1), (96, 3, 1, 1), (96, 3, 1, 1)],
-            [("avg", 3, 1, 1, False), (64, 1)])
+MIXED_5B = (
+    [(96, 1)],
+    [(48, 1), (64, 5, 1, 2)],
+    [(64, 1), (96, 3, 1, 1), (96, 3, 1, 1)],
+    [("avg", 3, 1, 1, False), (64, 1)],
+)
 MIXED_6A = ([(384, 3, 2)], [(256, 1), (256, 3, 1, 1), (384, 3, 2)], [("max", 3, 2)])
-MIXED_7A = ([(256, 1), (384, 3, 2)], [(256, 1), (288, 3, 2)],
-            [(256, 1), (288, 3, 1, 1), (320, 3, 2)], [("max", 3, 2)])
+MIXED_7A = (
+    [(256, 1), (384, 3, 2)],
+    [(256, 1), (288, 3, 2)],
+    [(256, 1), (288, 3, 1, 1), (320, 3, 2)],
+    [("max", 3, 2)],
+)
 BLOCK35 = ([(32, 1)], [(32, 1), (32, 3, 1, 1)], [(32, 1), (48, 3, 1, 1), (64, 3, 1, 1)])
 BLOCK17 = ([(192, 1)], [(128, 1), (160, (1, 7), 1, (0, 3)), (192, (7, 1), 1, (3, 0))])
 BLOCK8 = ([(192, 1)], [(192, 1), (224, (1, 3), 1, (0, 1)), (256, (3, 1), 1, (1, 0))])
@@ -56,8 +69,7 @@ class InceptionResNetV2(nn.Module):
         c = layers.make_conv(self.dtype, self.axis_name)
 
         def residual(y, spec, scale, name, activate=True):
-            return layers.ResidualInceptionBlock(spec, scale, activate, c, self.dtype,
-                                                 name=name)(y, train)
+            return layers.ResidualInceptionBlock(spec, scale, activate, c, self.dtype, name=name)(y, train)
 
         x = c(32, 3, 2, name="conv2d_1a")(x.astype(self.dtype), train)
         x = c(32, 3, name="conv2d_2a")(x, train)
@@ -82,5 +94,14 @@ class InceptionResNetV2(nn.Module):
         return layers.dense(self.num_classes, self.dtype, "classif")(x)
 
 
-register(ModelInfo("inception_resnet_v2", InceptionResNetV2, 299, 75, classifier="classif",
-                   reference="timm inception_resnet_v2", pretrained=PRETRAINED))
+register(
+    ModelInfo(
+        "inception_resnet_v2",
+        InceptionResNetV2,
+        299,
+        75,
+        classifier="classif",
+        reference="timm inception_resnet_v2",
+        pretrained=PRETRAINED,
+    )
+)

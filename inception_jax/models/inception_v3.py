@@ -30,8 +30,13 @@ from inception_jax.models.registry import ModelInfo, Pretrained, register
 PRETRAINED = Pretrained(
     source="torchvision",
     url="https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
-    filename="inception_v3_google-0cc3c7bd.pth", input_size=299, resize_size=342,
-    model_kwargs=(("transform_input", True),), check_hash=True, accuracy=(77.294, 93.45))
+    filename="inception_v3_google-0cc3c7bd.pth",
+    input_size=299,
+    resize_size=342,
+    model_kwargs=(("transform_input", True),),
+    check_hash=True,
+    accuracy=(77.294, 93.45),
+)
 
 
 class InceptionA(nn.Module):
@@ -102,12 +107,22 @@ class InceptionE(nn.Module):
         c = self.conv
         b1 = c(320, 1, name="branch1x1")(x, train)
         b3 = c(384, 1, name="branch3x3_1")(x, train)
-        b3 = jnp.concatenate([c(384, (1, 3), 1, (0, 1), name="branch3x3_2a")(b3, train),
-                              c(384, (3, 1), 1, (1, 0), name="branch3x3_2b")(b3, train)], axis=-1)
+        b3 = jnp.concatenate(
+            [
+                c(384, (1, 3), 1, (0, 1), name="branch3x3_2a")(b3, train),
+                c(384, (3, 1), 1, (1, 0), name="branch3x3_2b")(b3, train),
+            ],
+            axis=-1,
+        )
         bd = c(448, 1, name="branch3x3dbl_1")(x, train)
         bd = c(384, 3, 1, 1, name="branch3x3dbl_2")(bd, train)
-        bd = jnp.concatenate([c(384, (1, 3), 1, (0, 1), name="branch3x3dbl_3a")(bd, train),
-                              c(384, (3, 1), 1, (1, 0), name="branch3x3dbl_3b")(bd, train)], axis=-1)
+        bd = jnp.concatenate(
+            [
+                c(384, (1, 3), 1, (0, 1), name="branch3x3dbl_3a")(bd, train),
+                c(384, (3, 1), 1, (1, 0), name="branch3x3dbl_3b")(bd, train),
+            ],
+            axis=-1,
+        )
         bp = c(192, 1, name="branch_pool")(layers.avg_pool(x, 3, 1, 1), train)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
@@ -170,6 +185,18 @@ class InceptionV3(nn.Module):
         return logits
 
 
-register(ModelInfo("inception_v3", InceptionV3, 299, 75, has_aux=True, aux_default=True,
-                   min_aux_input_size=299, classifier="fc", aux_prefixes=("AuxLogits",),
-                   reference="torchvision.models.inception_v3", pretrained=PRETRAINED))
+register(
+    ModelInfo(
+        "inception_v3",
+        InceptionV3,
+        299,
+        75,
+        has_aux=True,
+        aux_default=True,
+        min_aux_input_size=299,
+        classifier="fc",
+        aux_prefixes=("AuxLogits",),
+        reference="torchvision.models.inception_v3",
+        pretrained=PRETRAINED,
+    )
+)

@@ -19,34 +19,46 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax import layers
-from inception_jax.models.registry import (INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained,
-                                          register)
+from inception_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained, register
 
 # timm inception_v4.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.875 -> Resize(341)
 # + CenterCrop(299), bicubic, mean = std = 0.5; 1000 classes (Cadene's original
 # inceptionv4-8e4777a0.pth has 1001, background first: load_pretrained drops it).
 PRETRAINED = Pretrained(
-    source="timm", hf_hub_id="timm/inception_v4.tf_in1k",
+    source="timm",
+    hf_hub_id="timm/inception_v4.tf_in1k",
     url="https://huggingface.co/timm/inception_v4.tf_in1k/resolve/main/model.safetensors",
-    filename="inception_v4.tf_in1k.safetensors", input_size=299, resize_size=341,
-    interpolation="bicubic", mean=INCEPTION_MEAN, std=INCEPTION_STD)
+    filename="inception_v4.tf_in1k.safetensors",
+    input_size=299,
+    resize_size=341,
+    interpolation="bicubic",
+    mean=INCEPTION_MEAN,
+    std=INCEPTION_STD,
+)
 
 _AVG = ("avg", 3, 1, 1, False)
 _MAX = ("max", 3, 2)
 
-INCEPTION_A = ([(96, 1)], [(64, 1), (96, 3, 1, 1)], [(64, 1), (96, 3, 1, 1), (96, 3, 1, 1)],
-               [_AVG, (96, 1)])
+INCEPTION_A = ([(96, 1)], [(64, 1), (96, 3, 1, 1)], [(64, 1), (96, 3, 1, 1), (96, 3, 1, 1)], [_AVG, (96, 1)])
 REDUCTION_A = ([(384, 3, 2)], [(192, 1), (224, 3, 1, 1), (256, 3, 2)], [_MAX])
-INCEPTION_B = ([(384, 1)],
-               [(192, 1), (224, (1, 7), 1, (0, 3)), (256, (7, 1), 1, (3, 0))],
-               [(192, 1), (192, (7, 1), 1, (3, 0)), (224, (1, 7), 1, (0, 3)),
-                (224, (7, 1), 1, (3, 0)), (256, (1, 7), 1, (0, 3))],
-               [_AVG, (128, 1)])
-REDUCTION_B = ([(192, 1), (192, 3, 2)],
-               [(256, 1), (256, (1, 7), 1, (0, 3)), (320, (7, 1), 1, (3, 0)), (320, 3, 2)],
-               [_MAX])
-MIXED_4A = ([(64, 1), (96, 3)],
-            [(64, 1), (64, (1, 7), 1, (0, 3)), (64, (7, 1), 1, (3, 0)), (96, 3)])
+INCEPTION_B = (
+    [(384, 1)],
+    [(192, 1), (224, (1, 7), 1, (0, 3)), (256, (7, 1), 1, (3, 0))],
+    [
+        (192, 1),
+        (192, (7, 1), 1, (3, 0)),
+        (224, (1, 7), 1, (0, 3)),
+        (224, (7, 1), 1, (3, 0)),
+        (256, (1, 7), 1, (0, 3)),
+    ],
+    [_AVG, (128, 1)],
+)
+REDUCTION_B = (
+    [(192, 1), (192, 3, 2)],
+    [(256, 1), (256, (1, 7), 1, (0, 3)), (320, (7, 1), 1, (3, 0)), (320, 3, 2)],
+    [_MAX],
+)
+MIXED_4A = ([(64, 1), (96, 3)], [(64, 1), (64, (1, 7), 1, (0, 3)), (64, (7, 1), 1, (3, 0)), (96, 3)])
 
 
 class Mixed3a(nn.Module):
@@ -54,8 +66,9 @@ class Mixed3a(nn.Module):
 
     @nn.compact
     def __call__(self, x, train=False):
-        return jnp.concatenate([layers.max_pool(x, 3, 2),
-                                self.conv(96, 3, 2, name="conv")(x, train)], axis=-1)
+        return jnp.concatenate(
+            [layers.max_pool(x, 3, 2), self.conv(96, 3, 2, name="conv")(x, train)], axis=-1
+        )
 
 
 class Mixed5a(nn.Module):
@@ -63,8 +76,9 @@ class Mixed5a(nn.Module):
 
     @nn.compact
     def __call__(self, x, train=False):
-        return jnp.concatenate([self.conv(192, 3, 2, name="conv")(x, train),
-                                layers.max_pool(x, 3, 2)], axis=-1)
+        return jnp.concatenate(
+            [self.conv(192, 3, 2, name="conv")(x, train), layers.max_pool(x, 3, 2)], axis=-1
+        )
 
 
 class InceptionC(nn.Module):
@@ -77,13 +91,23 @@ class InceptionC(nn.Module):
         c = self.conv
         b0 = c(256, 1, name="branch0")(x, train)
         b1 = c(384, 1, name="branch1_0")(x, train)
-        b1 = jnp.concatenate([c(256, (1, 3), 1, (0, 1), name="branch1_1a")(b1, train),
-                              c(256, (3, 1), 1, (1, 0), name="branch1_1b")(b1, train)], axis=-1)
+        b1 = jnp.concatenate(
+            [
+                c(256, (1, 3), 1, (0, 1), name="branch1_1a")(b1, train),
+                c(256, (3, 1), 1, (1, 0), name="branch1_1b")(b1, train),
+            ],
+            axis=-1,
+        )
         b2 = c(384, 1, name="branch2_0")(x, train)
         b2 = c(448, (3, 1), 1, (1, 0), name="branch2_1")(b2, train)
         b2 = c(512, (1, 3), 1, (0, 1), name="branch2_2")(b2, train)
-        b2 = jnp.concatenate([c(256, (1, 3), 1, (0, 1), name="branch2_3a")(b2, train),
-                              c(256, (3, 1), 1, (1, 0), name="branch2_3b")(b2, train)], axis=-1)
+        b2 = jnp.concatenate(
+            [
+                c(256, (1, 3), 1, (0, 1), name="branch2_3a")(b2, train),
+                c(256, (3, 1), 1, (1, 0), name="branch2_3b")(b2, train),
+            ],
+            axis=-1,
+        )
         b3 = c(256, 1, name="branch3_1")(layers.avg_pool(x, 3, 1, 1, count_include_pad=False), train)
         return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
@@ -119,5 +143,14 @@ class InceptionV4(nn.Module):
         return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
 
 
-register(ModelInfo("inception_v4", InceptionV4, 299, 75, classifier="last_linear",
-                   reference="timm inception_v4", pretrained=PRETRAINED))
+register(
+    ModelInfo(
+        "inception_v4",
+        InceptionV4,
+        299,
+        75,
+        classifier="last_linear",
+        reference="timm inception_v4",
+        pretrained=PRETRAINED,
+    )
+)

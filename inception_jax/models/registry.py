@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)   # TF-slim "Inception preprocessing": x in [-1, 1]
+INCEPTION_MEAN = (0.5, 0.5, 0.5)  # TF-slim "Inception preprocessing": x in [-1, 1]
 INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
@@ -28,9 +28,9 @@ class Pretrained:
     background class first).
     """
 
-    source: str                 # "torchvision", "timm" or "pretrainedmodels"
+    source: str  # "torchvision", "timm" or "pretrainedmodels"
     url: str
-    filename: str               # file name in torch hub's checkpoints/ cache
+    filename: str  # file name in torch hub's checkpoints/ cache
     input_size: int
     resize_size: int
     interpolation: str = "bilinear"
@@ -41,8 +41,8 @@ class Pretrained:
     num_classes: int = 1000
     label_offset: int = 0
     model_kwargs: Tuple[Tuple[str, Any], ...] = ()
-    hf_hub_id: Optional[str] = None   # timm weights: Hugging Face hub repository
-    check_hash: bool = False          # the filename carries a sha256 prefix to verify
+    hf_hub_id: Optional[str] = None  # timm weights: Hugging Face hub repository
+    check_hash: bool = False  # the filename carries a sha256 prefix to verify
     accuracy: Optional[Tuple[float, float]] = None  # published ImageNet-1k top-1/top-5
 
 
@@ -59,7 +59,7 @@ class ModelInfo:
     aux_default: bool = False
     # Smallest input for which train mode with aux heads works (aux pools need room).
     min_aux_input_size: Optional[int] = None
-    classifier: str = "fc"            # name of the final Dense (for checkpoint inspection)
+    classifier: str = "fc"  # name of the final Dense (for checkpoint inspection)
     aux_prefixes: Tuple[str, ...] = ()  # top-level names of the aux heads
     reference: str = ""
     pretrained: Optional[Pretrained] = None  # public ImageNet weights + their preprocessing
@@ -82,13 +82,18 @@ def list_models() -> List[str]:
 
 def get_info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown model {name!r}; expected one of: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 
-def create(name: str, *, num_classes: Optional[int] = None, aux_logits: Optional[bool] = None,
-           dtype: Any = jnp.float32, **kwargs: Any):
+def create(
+    name: str,
+    *,
+    num_classes: Optional[int] = None,
+    aux_logits: Optional[bool] = None,
+    dtype: Any = jnp.float32,
+    **kwargs: Any,
+):
     """Builds a registered model (a Flax linen Module).
 
     Args:
@@ -111,17 +116,20 @@ def create(name: str, *, num_classes: Optional[int] = None, aux_logits: Optional
     if info.has_aux:
         kwargs["aux_logits"] = info.aux_default if aux_logits is None else bool(aux_logits)
     elif aux_logits:
-        raise ValueError(f"{name}: this model has no auxiliary heads, got aux_logits=True; "
-                         "drop the argument or pick one of googlenet, googlenet_paper, "
-                         "googlenet_cifar, inception_v3")
+        raise ValueError(
+            f"{name}: this model has no auxiliary heads, got aux_logits=True; "
+            "drop the argument or pick one of googlenet, googlenet_paper, "
+            "googlenet_cifar, inception_v3"
+        )
     try:
         return info.builder(num_classes=num_classes, dtype=dtype, **kwargs)
     except TypeError as e:
         fields = getattr(info.builder, "__dataclass_fields__", {})
         allowed = sorted(f for f in fields if f not in ("parent", "name"))
         bad = sorted(set(kwargs) - set(allowed))
-        raise ValueError(f"{name}: unknown option(s) {bad or kwargs}; accepted: "
-                         f"{', '.join(allowed)} ({e})") from None
+        raise ValueError(
+            f"{name}: unknown option(s) {bad or kwargs}; accepted: {', '.join(allowed)} ({e})"
+        ) from None
 
 
 def init(model, rng, input_shape, dtype=jnp.float32):

@@ -64,9 +64,14 @@ def model_stats(name: str, **kwargs: Any) -> Dict[str, Any]:
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     model = create(name, **kwargs)
     variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)
-    row = {"model": name, "input_size": size, "params": count_params(variables["params"]),
-           "macs": count_macs(model, size, variables), "min_input_size": info.min_input_size,
-           "reference": info.reference}
+    row = {
+        "model": name,
+        "input_size": size,
+        "params": count_params(variables["params"]),
+        "macs": count_macs(model, size, variables),
+        "min_input_size": info.min_input_size,
+        "reference": info.reference,
+    }
     if info.has_aux:
         with_aux = create(name, aux_logits=True, **kwargs)
         v_aux = jax.eval_shape(lambda x: with_aux.init(jax.random.PRNGKey(0), x), x)
