@@ -80,7 +80,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0: only at epoch ends
     c.keep_checkpoints = 3
-    c.eval_every_epochs = 1
     c.compilation_cache_dir = "~/.cache/inception_jax/xla"  # "" disables
     return c
 
@@ -88,6 +87,12 @@ def base_config() -> ml_collections.ConfigDict:
 def input_size(config: ml_collections.ConfigDict) -> int:
     """The model's input size: ``resize_to`` when set, else ``image_size``."""
     return config.resize_to or config.image_size
+
+
+def uses_streaming(config) -> bool:
+    """Whether ``config`` streams its data from disk (``pipeline``, or for "auto": every
+    dataset not in IN_MEMORY) rather than holding it in memory."""
+    return config.pipeline == "streaming" or (config.pipeline == "auto" and config.dataset not in IN_MEMORY)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -132,10 +137,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     min_size = (info.min_aux_input_size or info.min_input_size) if aux else info.min_input_size
     if not isinstance(config.resize_to, int) or config.resize_to < 0:
         bad("resize_to", "0 (off) or a positive integer")
-    streaming = config.pipeline == "streaming" or (
-        config.pipeline == "auto" and config.dataset not in IN_MEMORY
-    )
-    if config.resize_to and streaming:
+    if config.resize_to and uses_streaming(config):
         bad("resize_to", "0 with a streaming dataset (set image_size, the crop size, instead)")
     key = "resize_to" if config.resize_to else "image_size"
     if config[key] < min_size:

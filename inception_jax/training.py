@@ -438,9 +438,6 @@ def build_model(config, num_classes: int):
     return models.create(config.model, num_classes=num_classes, dtype=dtype, axis_name=axis_name, **kwargs)
 
 
-IN_MEMORY_DATASETS = config_lib.IN_MEMORY
-
-
 def load_datasets(config):
     """(train, eval) in-memory datasets for the config (decoded once, cached)."""
     if config.dataset == "synthetic":
@@ -586,10 +583,7 @@ class StreamingData:
 
 
 def open_data(config):
-    streaming = config.pipeline == "streaming" or (
-        config.pipeline == "auto" and config.dataset not in IN_MEMORY_DATASETS
-    )
-    if not streaming:
+    if not config_lib.uses_streaming(config):
         return InMemoryData(config, *load_datasets(config))
     return StreamingData(config)
 
