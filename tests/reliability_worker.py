@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 
 import flax.linen as nn
 
-from inception_jax import layers
+from inception_jax import nn as layers
 from inception_jax.models.registry import ModelInfo, register
 
 

@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch_refs import rel_l2  # noqa: E402
 
-from inception_jax import layers  # noqa: E402
+from inception_jax import nn as layers
 from inception_jax.backends import cpu_kernels  # noqa: E402
-from inception_jax.convert import convert_state_dict  # noqa: E402
+from inception_jax.weights import convert_state_dict  # noqa: E402
 
 
 def nchw(x):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from inception_jax import layers
+from inception_jax import nn as layers
 from inception_jax.backends import dispatch
 
 Setting = Union[bool, str]

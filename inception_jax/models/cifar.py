@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax import layers
+from inception_jax import nn as layers
 from inception_jax.models.registry import ModelInfo, register
 
 CIFAR_CFG = {

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax import layers
+from inception_jax import nn as layers
 from inception_jax.models.registry import ModelInfo, Pretrained, register
 
 # torchvision GoogLeNet_Weights.IMAGENET1K_V1 (ported from the original paper's

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax import layers
+from inception_jax import nn as layers
 from inception_jax.models.googlenet import transform_imagenet_input
 from inception_jax.models.registry import ModelInfo, Pretrained, register
 

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax import layers
+from inception_jax import nn as layers
 from inception_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained, register
 
 # timm inception_v4.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.875 -> Resize(341)

@@ -16,7 +16,7 @@ INCEPTION_STD = (0.5, 0.5, 0.5)
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
     """Public ImageNet weights of a model and the eval transform they were made for,
-    as their reference defines it (see :func:`inception_jax.pretrained.preprocess`).
+    as their reference defines it (see :func:`inception_jax.weights.preprocess`).
 
     Transform: decode to RGB, resize the shorter side to ``resize_size`` (PIL,
     ``interpolation``), center-crop ``input_size``, scale to [0, 1], reorder to
