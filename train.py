@@ -109,7 +109,7 @@ def main(argv):
         cache = os.path.expanduser(config.compilation_cache_dir)
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from inception_jax import training
+    from inception_jax import train as training
 
     try:
         if FLAGS.mode == "eval":

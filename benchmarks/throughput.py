@@ -4,7 +4,7 @@ same device, one run.
     python benchmarks/throughput.py --model inception_cifar --batch-size 128
     python benchmarks/throughput.py --model googlenet,inception_v3 --batch-size 128 --json out.json
 
-JAX runs ``inception_jax.training.train_on_batch`` (the step train.py uses) through
+JAX runs ``inception_jax.train.train_step`` (the step train.py uses) through
 the same shard_map runner, on a fixed synthetic batch already on the device.
 PyTorch runs the reference model (torchvision / timm / Cadene, or the design
 doc's CIFAR model) with the same loss (main + 0.3 x aux) and SGD momentum; on GPU
@@ -61,21 +61,22 @@ def bench_jax(name, batch, size, steps, warmup, half):
     model = training.build_model(c, num_classes)
     tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
     state = training.create_train_state(model, jax.random.PRNGKey(0), size, tx)
-    runner = training.Runner(model, training.step_config(c, streaming=True), "shard_map", streaming=True)
+    runner = training.Runner(model, training.step_config(c, streaming=True), "shard_map")
     state = runner.put_replicated(state)
     rng = np.random.RandomState(0)
     images = runner.put_local_batch(rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8))
     labels = runner.put_local_batch(rng.randint(0, num_classes, batch).astype(np.int32))
     weights = runner.put_local_batch(np.ones(batch, np.float32))
+    ids = runner.put_local_batch(np.arange(batch, dtype=np.int32))
     key = runner.put_replicated(jax.random.PRNGKey(1))
     t0 = time.perf_counter()
-    state, m = runner.train(state, images, labels, weights, key)
+    state, m = runner.train(state, images, labels, weights, ids, key)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
     times = []
     for i in range(warmup + steps):
         t = time.perf_counter()
-        state, m = runner.train(state, images, labels, weights, key)
+        state, m = runner.train(state, images, labels, weights, ids, key)
         jax.block_until_ready(m)
         if i >= warmup:
             times.append(time.perf_counter() - t)

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from inception_jax import training
+    from inception_jax import train as training
 
     config = _load_config(args.config)
     config.data_dir = args.data_dir

@@ -12,7 +12,7 @@ import reliability_worker  # noqa: E402,F401  (registers tiny_inception: compile
 from numerics import tree_rel_l2  # noqa: E402
 
 from inception_jax import config as config_lib  # noqa: E402
-from inception_jax import training  # noqa: E402
+from inception_jax import train as training  # noqa: E402
 from inception_jax.data import source  # noqa: E402
 
 
@@ -34,9 +34,9 @@ def main():
         key = r.put_replicated(data_key) if parallel == "shard_map" else data_key
         losses = []
         for step in range(2):
-            st, m = r.train(
-                st, imgs, lbls, r.put_batch(np.arange(16 * step, 16 * step + 16, dtype=np.int32)), key
-            )
+            ids = r.put_batch(np.arange(16 * step, 16 * step + 16, dtype=np.int32))
+            ones = r.put_batch(np.ones(16, np.float32))
+            st, m = r.train(st, *r.gather(imgs, lbls, ids), ones, ids, key)
             m = r.metrics(m)
             losses.append(m["loss_sum"] / m["count"])
         st = jax.device_get(r.unreplicate(st))

@@ -1,0 +1,309 @@
+"""``train_and_evaluate(config, workdir)``: the whole run, resumable, and
+``evaluate_workdir``."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Dict, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from inception_jax import config as config_lib
+from inception_jax import models
+from inception_jax.backends import cpu as cpu_backend
+from inception_jax.train.inputs import StreamingData, open_data
+from inception_jax.train.optim import make_optimizer, make_schedule
+from inception_jax.train.parallel import Runner
+from inception_jax.train.signals import StopRequest
+from inception_jax.train.steps import AXIS, StepConfig, TrainState, create_train_state
+
+
+def build_model(config, num_classes: int):
+    kwargs = dict(config.model_kwargs)
+    dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+    # sync_batch_norm: statistics (and dropout masks) of the global batch, the same update
+    # on any device count; off: per-device statistics (PyTorch DDP's default), no
+    # collective in the forward pass, and an update that depends on the device count
+    axis_name = AXIS if config.sync_batch_norm else None
+    return models.create(config.model, num_classes=num_classes, dtype=dtype, axis_name=axis_name, **kwargs)
+
+
+def step_config(config, streaming: bool = False) -> StepConfig:
+    # streaming pipelines augment on the host (random-resized crop + flip)
+    return StepConfig(
+        aux_weight=float(config.aux_loss_weight),
+        label_smoothing=float(config.label_smoothing),
+        crop_padding=0 if streaming else int(config.crop_padding),
+        random_flip=False if streaming else bool(config.random_flip),
+        mean=tuple(float(v) for v in config.mean),
+        std=tuple(float(v) for v in config.std),
+        resize_to=0 if streaming else int(config.get("resize_to", 0)),
+        cpu_kernels=cpu_backend.resolve(config.cpu_kernels),
+    )
+
+
+def init_from_pretrained(state: TrainState, config) -> Tuple[TrainState, str]:
+    """``state`` with the weights of ``config.init_from`` (a torch state_dict or a
+    ``save_pretrained`` directory) wherever name and shape agree. Classifier / aux
+    heads whose shape differs (another class count) or that the file lacks keep
+    their fresh initialisation; any other difference is an error (another model)."""
+    from inception_jax import weights as pretrained
+    from inception_jax.weights import merge_params
+
+    path = os.path.expanduser(config.init_from)
+    _, loaded = pretrained.load_pretrained(config.model, path, download=False)
+    info = models.get_info(config.model)
+    heads = {info.classifier, *info.aux_prefixes}
+
+    def mismatch(key, src, ours):
+        got = "missing" if src is None else f"of shape {tuple(np.shape(src))}"
+        return ValueError(
+            f"config.init_from={config.init_from!r}: {'/'.join(key[1:])} is {got}, "
+            f"{config.model} needs {tuple(ours.shape)}; use weights of "
+            f"{config.model} or another --config.model"
+        )
+
+    merged, fresh = merge_params(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        loaded,
+        may_differ=lambda key: key[1] in heads,
+        mismatch=mismatch,
+    )
+    n = sum(len(flax.traverse_util.flatten_dict(t)) for t in merged.values())
+    new_heads = sorted({key[1] for key in fresh})
+    heads_note = f"; new heads: {', '.join(new_heads)}" if new_heads else ""
+    note = f"Initialised from {config.init_from}: {n - len(fresh)} of {n} arrays loaded{heads_note}"
+    return state.replace(params=merged["params"], batch_stats=merged["batch_stats"]), note
+
+
+def _check_finite(loss: float, where: str, ckpt) -> None:
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss became {loss} {where}; stopped without saving; the last good checkpoint "
+            f"(step {ckpt.latest_step()}) is kept. Lower --config.learning_rate or enable "
+            "--config.grad_clip_norm"
+        )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and
+    returns the final metrics (and the final state under ``"state"``)."""
+    config_lib.validate(config)
+    num_devices = jax.device_count()
+    if config.batch_size % num_devices or config.eval_batch_size % num_devices:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} / eval_batch_size="
+            f"{config.eval_batch_size}: expected multiples of the {num_devices} "
+            "devices; change them or the device count"
+        )
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    with StopRequest() as stop:
+        return _train(config, workdir, stop)
+
+
+def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
+    from inception_jax import checkpoint as ckpt_lib
+    from inception_jax import metrics as metrics_lib
+
+    main_process = jax.process_index() == 0
+    say = print if main_process else (lambda text: None)
+    ckpt = ckpt_lib.Checkpointer(workdir, config, log=say)  # checks workdir and config early
+    data = open_data(config)
+    num_classes = data.num_classes
+    if data.max_label >= num_classes:
+        raise ValueError(
+            f"config.num_classes={num_classes}: the data has label {data.max_label}; "
+            "raise num_classes or use -1"
+        )
+    steps_per_epoch = data.steps_per_epoch
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"config.batch_size={config.batch_size}: larger than the {data.num_train} "
+            "training examples; lower it"
+        )
+    total_steps = (
+        config.num_train_steps
+        if config.num_train_steps > 0
+        else int(math.ceil(config.num_epochs * steps_per_epoch))
+    )
+
+    model = build_model(config, num_classes)
+    schedule = make_schedule(config, steps_per_epoch, total_steps)
+    tx = make_optimizer(config, schedule)
+    init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    state = create_train_state(model, init_rng, config_lib.input_size(config), tx)
+    state, start_step = ckpt.restore_latest(state)
+    if start_step == 0 and config.init_from:
+        state, note = init_from_pretrained(state, config)
+        say(note)
+    streaming = isinstance(data, StreamingData)
+    runner = Runner(model, step_config(config, streaming), config.parallel)
+    state = runner.put_replicated(state)
+    data.place(runner, start_step)
+    data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key
+
+    logger = metrics_lib.MetricsLogger(
+        workdir,
+        total_steps,
+        config.batch_size,
+        resumed=start_step > 0,
+        write_files=main_process,
+        quiet=not main_process,
+    )
+    if start_step >= total_steps:
+        return _already_complete(config, workdir, state, runner, data, logger, start_step, total_steps)
+    if start_step > 0:
+        logger.line(f"Resumed from step {start_step}")
+    if data.skipped:
+        logger.line(f"Skipped {data.skipped} undecodable records")
+    stop_at = config.stop_at_step if config.stop_at_step > 0 else total_steps
+    last_eval: Dict[str, float] = {}
+    epoch_metrics = None
+    window = None
+    step = start_step
+    stopped_by = None
+    t_window = time.time()
+
+    def finish_epoch(epoch_index: int, partial: bool):
+        nonlocal epoch_metrics, last_eval
+        train_m = runner.metrics(epoch_metrics) if epoch_metrics is not None else None
+        ev = data.evaluate(state)
+        last_eval = ev
+        tl = train_m["loss_sum"] / train_m["count"] if train_m else float("nan")
+        ta = train_m["correct"] / train_m["count"] if train_m else float("nan")
+        if train_m:
+            _check_finite(tl, f"in epoch {epoch_index + 1} (step {step})", ckpt)
+        logger.epoch(
+            epoch_index + 1,
+            step,
+            tl,
+            ta,
+            ev["accuracy"],
+            ev["loss"],
+            float(schedule(step - 1)),
+            partial=partial,
+        )
+        ckpt.save(step, runner.unreplicate(state), eval_accuracy=ev["accuracy"], force=True)
+        epoch_metrics = None
+
+    try:
+        while step < min(total_steps, stop_at):
+            state, m = runner.train(state, *data.train_args(step), data_key)
+            step += 1
+            # A save started after the previous step commits while this one computes; any
+            # reported step after a checkpoint step means that checkpoint is on disk.
+            ckpt.wait()
+            epoch_metrics = m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
+            window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
+            if step % config.log_every_steps == 0 or step == total_steps:
+                w = runner.metrics(window)
+                loss = w["loss_sum"] / max(w["count"], 1)
+                _check_finite(loss, f"at step {step}", ckpt)
+                now = time.time()
+                logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
+                window, t_window = None, now
+            if stop.requested or ckpt.reached_preemption(step):
+                stopped_by = stop.signal_name or "a preemption notice"
+                ckpt.save(step, runner.unreplicate(state), force=True)
+                ckpt.wait()
+                logger.line(
+                    f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
+                    f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume"
+                )
+                break
+            if (
+                config.checkpoint_every_steps > 0
+                and step % config.checkpoint_every_steps == 0
+                and step % steps_per_epoch != 0
+            ):
+                ckpt.save(step, runner.unreplicate(state))
+            if step % steps_per_epoch == 0:
+                finish_epoch(step // steps_per_epoch - 1, partial=False)
+                t_window = time.time()
+        if stopped_by is None and (epoch_metrics is not None or step == start_step):
+            # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
+            finish_epoch(
+                step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
+                partial=True,
+            )
+        ckpt.wait()
+    finally:
+        data.close()
+        try:
+            ckpt.wait()
+        except ckpt_lib.CheckpointWriteError:
+            pass  # already raised, or superseded by the exception in flight
+        logger.close()
+    return {
+        "step": step,
+        "eval_accuracy": last_eval.get("accuracy"),
+        "eval_loss": last_eval.get("loss"),
+        "state": runner.unreplicate(state),
+        "stopped_by": stopped_by,
+    }
+
+
+def _already_complete(config, workdir, state, runner, data, logger, step, total_steps):
+    """A rerun on a finished workdir: says so and prints the final metrics (the last
+    epoch's, or an evaluation of the final state if metrics.jsonl is gone)."""
+    try:
+        last = logger.history[-1] if logger.history else None
+        if last is None:
+            ev = data.evaluate(state)
+            metrics = f"Test Acc: {100 * ev['accuracy']:.2f}%, Test Loss: {ev['loss']:.4f}"
+            accuracy, loss = ev["accuracy"], ev["loss"]
+        else:
+            metrics = (
+                f"Epoch {last['epoch']}: Train Loss: {last['train_loss']:.4f}, Train Acc: "
+                f"{100 * last['train_accuracy']:.2f}%, Test Acc: {100 * last['eval_accuracy']:.2f}%"
+            )
+            accuracy, loss = last["eval_accuracy"], last["eval_loss"]
+        logger.line(
+            f"Training in {workdir} is already complete (step {step} of {total_steps}); "
+            "raise num_epochs or num_train_steps to train further"
+        )
+        logger.line(f"Final metrics: {metrics}")
+    finally:
+        data.close()
+        logger.close()
+    return {
+        "step": step,
+        "eval_accuracy": accuracy,
+        "eval_loss": loss,
+        "state": runner.unreplicate(state),
+        "stopped_by": None,
+    }
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):
+    """Evaluates the best (or latest) checkpoint of ``workdir`` without training."""
+    from inception_jax import checkpoint as ckpt_lib
+
+    config_lib.validate(config)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    ckpt = ckpt_lib.Checkpointer(workdir, config, read_only=True)
+    data = open_data(config)
+    model = build_model(config, data.num_classes)
+    tx = make_optimizer(config, optax.constant_schedule(config.learning_rate))
+    state = create_train_state(model, jax.random.PRNGKey(0), config_lib.input_size(config), tx)
+    state, step = ckpt.restore(state, which)
+    streaming = isinstance(data, StreamingData)
+    runner = Runner(model, step_config(config, streaming), config.parallel)
+    data.place(runner, 0)
+    try:
+        ev = data.evaluate(runner.put_replicated(state))
+    finally:
+        data.close()
+    print(
+        f"Checkpoint {which} (step {step}): Test Acc: {100 * ev['accuracy']:.2f}%, "
+        f"Test Loss: {ev['loss']:.4f}",
+        flush=True,
+    )
+    return {"step": step, **ev}
