@@ -1,0 +1,423 @@
+"""Orbax checkpoints under ``<workdir>/checkpoints`` (latest k) and
+``<workdir>/best`` (best eval accuracy), plus the run's config for resume checks.
+
+What is saved: ``step``, ``params``, ``batch_stats``, ``opt_state`` of a single
+(unreplicated) train state, and beside it (in the same atomically committed step
+directory) a CRC-32 of every array. The data order is a function of (seed, epoch),
+so ``step`` alone puts a resumed run at the exact example where it stopped.
+
+Faults handled here (docs/reliability.md):
+
+* a newest checkpoint that is truncated, garbled (Orbax restores flipped bytes
+  without complaint, hence the checksums) or half-written is reported in one
+  line, moved aside to ``<workdir>/corrupt/`` (never deleted) and the next older
+  one is tried; with none left the run starts fresh;
+* a save that fails (disk full, permissions) raises :class:`CheckpointWriteError`
+  (one line); Orbax deletes old checkpoints only after a new one has committed,
+  so the earlier ones stay intact;
+* a workdir holding a run with another model / shapes is refused before anything
+  is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable, Optional, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from inception_jax.checkpoint.integrity import _write_atomic, checksums
+from inception_jax.errors import first_line
+
+# Keys that change the saved arrays' shapes or meaning: resuming with another value
+# would overwrite a different run.
+COMPATIBILITY_KEYS = (
+    "model",
+    "model_kwargs",
+    "num_classes",
+    "dataset",
+    "image_size",
+    "optimizer",
+    "half_precision",
+)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (the earlier ones are intact)."""
+
+
+def _state_tree(state) -> dict:
+    return {
+        "step": state.step,
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+    }
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        workdir: str,
+        config: ml_collections.ConfigDict,
+        keep: Optional[int] = None,
+        read_only: bool = False,
+        log: Callable[[str], None] = print,
+    ):
+        self.workdir = workdir
+        self.config = config
+        self.log = log
+        self.read_only = read_only
+        self._pending: Optional[int] = None
+        if not read_only:
+            try:
+                os.makedirs(workdir, exist_ok=True)
+                probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+                with open(probe, "w") as f:
+                    f.write("ok")
+                os.remove(probe)
+            except OSError as e:
+                raise ValueError(
+                    f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
+                    "--workdir or fix its permissions"
+                ) from None
+            self._check_config()
+        elif not os.path.isdir(os.path.join(workdir, "checkpoints")):
+            raise ValueError(f"workdir {workdir!r} has no checkpoints to evaluate; train first")
+        keep = keep or config.get("keep_checkpoints", 3)
+        common = dict(
+            create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only
+        )  # half-written saves of a killed run
+        self.latest = ocp.CheckpointManager(
+            os.path.join(workdir, "checkpoints"),
+            item_handlers=_handlers(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common),
+        )
+        self.best = ocp.CheckpointManager(
+            os.path.join(workdir, "best"),
+            item_handlers=_handlers(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, best_fn=lambda m: m["accuracy"], best_mode="max", **common
+            ),
+        )
+        best_step = self.best.best_step()
+        self.best_accuracy = -1.0
+        if best_step is not None:
+            try:
+                metrics = self.best.metrics(best_step) or {}
+                self.best_accuracy = float(metrics.get("accuracy", -1.0))
+            except Exception:  # unreadable metrics: the best checkpoint is replaced by the next eval
+                self.best_accuracy = -1.0
+
+    # -- config compatibility --
+    def _check_config(self) -> None:
+        path = os.path.join(self.workdir, "config.json")
+        current = {k: _plain(self.config.get(k)) for k in COMPATIBILITY_KEYS}
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    saved = json.load(f)
+            except (OSError, ValueError):
+                saved = None  # unreadable: checkpoints' shapes are still checked when restoring
+            ckpts = os.path.join(self.workdir, "checkpoints")
+            if saved is not None and os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts)):
+                diff = {k: (saved.get(k), current[k]) for k in current if saved.get(k) != current[k]}
+                if diff:
+                    k, (old, new) = next(iter(diff.items()))
+                    raise ValueError(
+                        f"workdir {self.workdir!r} holds a run with {k}={old!r}, this config has "
+                        f"{k}={new!r} ({len(diff)} incompatible key(s): {', '.join(diff)}); use another "
+                        "--workdir, or the same config to resume it"
+                    )
+        if jax.process_index() == 0:
+            _write_atomic(path, json.dumps(current, indent=1, sort_keys=True))
+            _write_atomic(
+                os.path.join(self.workdir, "config_full.json"),
+                self.config.to_json_best_effort(indent=1, sort_keys=True),
+            )
+
+    # -- save --
+    def latest_step(self) -> Optional[int]:
+        return self.latest.latest_step()
+
+    def save(self, step: int, state, eval_accuracy: Optional[float] = None, force: bool = False):
+        """Starts an asynchronous save of ``state`` at ``step`` (see :meth:`wait`)."""
+        tree = _state_tree(state)
+        sums = checksums(tree)
+        self.wait()  # one save in flight at a time; surfaces the previous one's error
+        try:
+            if step not in self.latest.all_steps():
+                self.latest.save(step, args=_save_args(tree, sums), force=force)
+                self._pending = step
+            if eval_accuracy is not None and eval_accuracy > self.best_accuracy:
+                self.best.save(
+                    step, args=_save_args(tree, sums), metrics={"accuracy": float(eval_accuracy)}, force=True
+                )
+                self.best_accuracy = eval_accuracy
+                self._pending = step
+        except Exception as e:
+            self._failed(step, e)
+
+    def wait(self) -> None:
+        """Blocks until the save in flight has committed; raises CheckpointWriteError if it failed."""
+        if self._pending is None:
+            return
+        try:
+            self.latest.wait_until_finished()
+            self.best.wait_until_finished()
+        except Exception as e:
+            step, self._pending = self._pending, None
+            self._failed(step, e)
+        self._pending = None
+
+    def _failed(self, step, error: Exception) -> None:
+        for manager in (self.latest, self.best):
+            try:
+                manager.close()  # joins Orbax's writer threads before their files are removed
+            except Exception:
+                pass
+        # free the space the failed save took; Orbax's writer threads may still be creating
+        # files for a moment, so repeat until nothing reappears for 0.3 s (at most ~6 s)
+        for _ in range(20):
+            left = [
+                os.path.join(str(m.directory), name)
+                for m in (self.latest, self.best)
+                if os.path.isdir(str(m.directory))
+                for name in os.listdir(str(m.directory))
+                if ".orbax-checkpoint-tmp" in name
+            ]
+            if not left:
+                break
+            for path in left:
+                shutil.rmtree(path, ignore_errors=True)
+            time.sleep(0.3)
+        steps = (
+            [int(d) for d in os.listdir(self.latest.directory) if d.isdigit()]
+            if os.path.isdir(self.latest.directory)
+            else []
+        )
+        newest = max(steps) if steps else None
+        cause = _one_line(error)
+        raise CheckpointWriteError(
+            f"could not write checkpoint step {step} in {self.workdir!r} ({cause}); earlier checkpoints "
+            f"are intact (newest: {'step ' + str(newest) if newest is not None else 'none'}); free disk "
+            "space or fix the workdir, then rerun the same command to resume"
+        ) from None
+
+    # -- restore --
+    def _restore(self, manager, step: int, state):
+        template = _state_tree(state)
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+        out = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()
+            ),
+        )
+        tree, expected = out["state"], out["integrity"]
+        if expected is None:
+            raise ValueError("its checksums are missing")
+        actual = checksums(tree)
+        bad = [k for k in expected if actual.get(k) != expected[k]]
+        if bad or set(actual) != set(expected):
+            raise ValueError(
+                f"checksum mismatch in {len(bad) or 'the set of'} array(s)"
+                + (f", e.g. {bad[0]}" if bad else "")
+            )
+        return state.replace(
+            step=tree["step"],
+            params=tree["params"],
+            batch_stats=tree["batch_stats"],
+            opt_state=tree["opt_state"],
+        )
+
+    def _check_shapes(self, manager, step: int, state) -> None:
+        """A readable checkpoint of another model is an incompatible run, not a corrupt one."""
+        try:
+            meta = manager.item_metadata(step)["state"]
+        except Exception:
+            return  # unreadable metadata: restoring will tell
+        if meta is None:
+            return
+
+        def shapes(tree):  # params and batch_stats: nested dicts on both sides
+            return {
+                jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)))
+                for p, x in jax.tree_util.tree_flatten_with_path(
+                    {"params": tree["params"], "batch_stats": tree["batch_stats"]}
+                )[0]
+            }
+
+        expected = shapes(_state_tree(state))
+        try:
+            saved = shapes(meta)
+        except Exception:
+            return
+        if saved and saved.keys() != expected.keys():
+            missing = sorted(expected.keys() - saved.keys())[:1] or sorted(saved.keys() - expected.keys())[:1]
+            raise ValueError(
+                f"workdir {self.workdir!r}: checkpoint step {step} holds another model "
+                f"(differs at {missing[0]}); use another --workdir or the config that "
+                "wrote it"
+            )
+        for k, shape in saved.items():
+            if expected.get(k) != shape:
+                raise ValueError(
+                    f"workdir {self.workdir!r}: checkpoint step {step} has {k} of shape "
+                    f"{shape}, this config builds {expected.get(k)}; use another "
+                    "--workdir or the config that wrote it"
+                )
+
+    def _newest_good(self, manager, state, what: str) -> Tuple[Any, Optional[int]]:
+        with _quiet_orbax_teardown():
+            return self._newest_good_inner(manager, state, what)
+
+    def _newest_good_inner(self, manager, state, what: str) -> Tuple[Any, Optional[int]]:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if steps and jax.process_count() == 1:
+            self._check_shapes(manager, steps[0], state)
+        for i, step in enumerate(steps):
+            try:
+                restored = self._restore(manager, step, state)
+                if i and not self.read_only:
+                    manager.reload()
+                return restored, int(step)
+            except Exception as e:
+                moved = self._quarantine(manager, step)
+                older = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "none left"
+                self.log(
+                    f"{what} checkpoint step {step} is unreadable ({_one_line(e)}); moved it to "
+                    f"{moved}; {older}"
+                )
+        if steps and not self.read_only:
+            manager.reload()
+        return state, None
+
+    def _quarantine(self, manager, step: int) -> str:
+        if self.read_only:
+            return "nowhere (read-only: left in place)"
+        src = os.path.join(str(manager.directory), str(step))
+        dest = os.path.join(
+            self.workdir, "corrupt", f"{os.path.basename(str(manager.directory))}-{step}-{int(time.time())}"
+        )
+        if jax.process_index() == 0 and os.path.exists(src):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.move(src, dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"quarantine-{step}")
+        return dest
+
+    def restore_latest(self, state) -> Tuple[Any, int]:
+        """The newest good checkpoint (corrupt newer ones are moved aside), or ``state`` at 0."""
+        had_any = bool(self.latest.all_steps())
+        restored, step = self._newest_good(self.latest, state, "latest")
+        if step is None:
+            if had_any:
+                self.log("No readable checkpoint left: starting from scratch")
+            return state, 0
+        return restored, step
+
+    def restore(self, state, which: str = "best") -> Tuple[Any, int]:
+        order = (self.best, self.latest) if which == "best" else (self.latest,)
+        for manager in order:
+            restored, step = self._newest_good(manager, state, "best" if manager is self.best else "latest")
+            if step is not None:
+                return restored, step
+        raise ValueError(f"workdir {self.workdir!r} has no readable checkpoint; train first")
+
+    def reached_preemption(self, step: int) -> bool:
+        """Multi-process: whether all processes agreed (Orbax/JAX sync point) to stop at ``step``."""
+        if jax.process_count() == 1:
+            return False
+        try:
+            return bool(self.latest.reached_preemption(step))
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def quiet_orbax_logs() -> None:
+    """For the command line: Orbax logs each failure of its writer threads with tracebacks
+    (and Python prints its asyncio teardown noise); the Checkpointer reports every failure
+    that matters in one line, so those are dropped."""
+    import logging
+    import sys
+
+    class DropOrbax(logging.Filter):
+        def filter(self, record):
+            return "orbax" not in record.pathname or record.levelno >= logging.CRITICAL
+
+    for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+        handler.addFilter(DropOrbax())
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited")
+    previous = sys.unraisablehook
+
+    def hook(info):
+        if not _is_teardown_noise(info):
+            previous(info)
+
+    sys.unraisablehook = hook
+
+
+def _is_teardown_noise(info) -> bool:
+    return isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value)
+
+
+class _quiet_orbax_teardown:
+    """A failed Orbax read leaves callbacks for a closed asyncio loop, which Python prints
+    as 'Exception ignored ... Event loop is closed' tracebacks; we already reported the
+    failure in one line."""
+
+    def __enter__(self):
+        import sys
+
+        self._previous = sys.unraisablehook
+
+        def hook(info):
+            if not _is_teardown_noise(info):
+                self._previous(info)
+
+        sys.unraisablehook = hook
+
+    def __exit__(self, *exc):
+        import gc
+        import sys
+
+        gc.collect()  # let those callbacks be dropped while the hook is in place
+        sys.unraisablehook = self._previous
+        return False
+
+
+def _handlers() -> dict:
+    return {"state": ocp.StandardCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
+
+
+def _save_args(tree, sums):
+    return ocp.args.Composite(state=ocp.args.StandardSave(tree), integrity=ocp.args.JsonSave(sums))
+
+
+def _one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
+
+
+def _plain(value):
+    if isinstance(value, ml_collections.ConfigDict):
+        return {k: _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
