@@ -1,7 +1,7 @@
 """Fine-tune ImageNet-pretrained GoogLeNet on CIFAR-10.
 
 Starts from torchvision's GoogLeNet weights (``init_from``: its .pth, a .safetensors
-file, or a directory written by ``inception_jax.pretrained.save_pretrained``); the
+file, or a directory written by ``inception_jax.weights.save_pretrained``); the
 1000-class classifier and the two aux classifiers are replaced by fresh 10-class
 heads, every other weight and BatchNorm statistic is loaded. CIFAR's 32x32 images
 (random crop with 4 px padding + flip, at 32x32) are resized on the device to the

@@ -4,7 +4,7 @@
     python -m inception_jax.predict --model inception_v3 --json --top 5 a.jpg b.png
 
 Each image goes through the weights' reference eval transform
-(:func:`inception_jax.pretrained.preprocess`) and the model in eval mode; the
+(:func:`inception_jax.weights.preprocess`) and the model in eval mode; the
 softmax of the logits gives the probabilities. ``--weights`` takes a
 ``.pth``/``.pt``/``.bin``/``.safetensors`` state_dict of the reference model or a
 ``save_pretrained`` directory; without it the public weights are taken from the
@@ -84,7 +84,7 @@ def predict(
     model, variables, batch: np.ndarray, top: int, batch_size: int = 16, label_offset: int = 0
 ) -> list[list[dict[str, Any]]]:
     """Top-``top`` (index, label, prob) of each preprocessed image in ``batch``."""
-    from inception_jax.pretrained import imagenet_classes
+    from inception_jax.weights import imagenet_classes
 
     classes = imagenet_classes()
     apply = functools.partial(_softmax_jit(), model)

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import torch_refs as R  # noqa: E402
 
 from inception_jax import models  # noqa: E402
-from inception_jax.convert import from_torch, torch_key_to_path  # noqa: E402
+from inception_jax.weights import from_torch, torch_key_to_path  # noqa: E402
 
 TOL = 1e-4
 

@@ -32,7 +32,7 @@ def googlenet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_files(tmp_path_factory):
     if not real_images.HAVE_CIFAR:
-        pytest.skip("../shared/data/tfds/cifar10 not present")
+        pytest.fail(real_images.MISSING, pytrace=False)
     return real_images.write_images(tmp_path_factory.mktemp("images"))
 
 

@@ -15,10 +15,10 @@ import real_images
 import torch_refs as R
 
 from inception_jax import models
-from inception_jax import pretrained as P
+from inception_jax import weights as P
 
 TOL = 1e-4
-needs_cifar = pytest.mark.skipif(not real_images.HAVE_CIFAR, reason="../shared/data/tfds/cifar10 not present")
+needs_cifar = pytest.mark.needs_cifar
 PRETRAINED_MODELS = ["googlenet", "inception_v3", "inception_v4", "inception_resnet_v2", "bn_inception"]
 
 
@@ -104,7 +104,7 @@ def test_class_names_are_torchvisions():
 @pytest.fixture(scope="module")
 def image_files(tmp_path_factory):
     if not real_images.HAVE_CIFAR:
-        pytest.skip("../shared/data/tfds/cifar10 not present")
+        pytest.fail(real_images.MISSING, pytrace=False)
     return real_images.write_images(tmp_path_factory.mktemp("images"))
 
 
@@ -427,7 +427,7 @@ def test_save_pretrained_round_trip_gives_torch_logits(googlenet_ref, googlenet_
     ],
 )
 def test_features_match_reference(name, size, dim):
-    from inception_jax.convert import from_torch
+    from inception_jax.weights import from_torch
 
     kw = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}
     ref = R.build(name, **kw)

@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from inception_jax.errors import first_line
+
 PREPARE_HINT = (
     "prepare it with: pip install -e '.[prepare]' && python -m inception_jax.data.prepare "
     "--dataset {dataset} --data_dir {data_dir}"
@@ -45,7 +47,7 @@ def _data_source(dataset: str, split: str, data_dir: Optional[str]):
     try:
         return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # tfds raises several types for a missing dataset or split
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         if re.search(r"split|Split", reason) and "not" in reason.lower():
             raise DatasetMissingError(
                 f"dataset {dataset!r} has no split {split!r} in data_dir {searched!r} ({reason[:200]}); "

@@ -27,17 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from inception_jax import models
+from inception_jax.weights.files import strip_module_prefix, to_numpy
 
 Path = Tuple[str, ...]
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            value = value.float()
-        value = value.numpy()
-    return np.asarray(value)
 
 
 def torch_key_to_path(key: str) -> Tuple[Path, str]:
@@ -57,7 +49,7 @@ def _infer_options(name: str, state_dict: Mapping[str, Any], kwargs: Dict[str, A
     if "num_classes" not in kwargs:
         key = f"{info.classifier}.weight"
         if key in state_dict:
-            kwargs["num_classes"] = int(_to_numpy(state_dict[key]).shape[0])
+            kwargs["num_classes"] = int(to_numpy(state_dict[key]).shape[0])
     if info.has_aux and "aux_logits" not in kwargs:
         kwargs["aux_logits"] = any(k.split(".")[0] in info.aux_prefixes for k in state_dict)
 
@@ -91,7 +83,7 @@ def convert_state_dict(
         module, leaf = torch_key_to_path(key)
         if leaf == "num_batches_tracked":
             continue
-        array = _to_numpy(value)
+        array = to_numpy(value)
         if leaf == "weight":
             if module + ("scale",) in params_shapes:
                 target, dest = module + ("scale",), params
@@ -116,7 +108,7 @@ def convert_state_dict(
             continue
         if tuple(array.shape) != expected[target]:
             mismatched.append(
-                f"{key} {tuple(_to_numpy(value).shape)} -> {'/'.join(target)} "
+                f"{key} {tuple(to_numpy(value).shape)} -> {'/'.join(target)} "
                 f"expects {expected[target]} (after transposing)"
             )
             continue
@@ -154,7 +146,7 @@ def from_torch(
             f"from_torch({name!r}): expected a state_dict mapping names to tensors, "
             f"got {type(state_dict).__name__}; pass model.state_dict()"
         )
-    state_dict = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    state_dict = strip_module_prefix(state_dict)
     kwargs = dict(model_kwargs)
     _infer_options(name, state_dict, kwargs)
     model = models.create(name, **kwargs)
