@@ -11,6 +11,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
 HAVE_CIFAR = os.path.isdir(os.path.join(SHARED_TFDS, "cifar10"))
+MISSING = (
+    f"{os.path.normpath(SHARED_TFDS)}/cifar10 is missing: this test reads the real CIFAR-10 copy that "
+    "sits beside the repository (../shared/data/tfds); put a prepared tfds cifar10 there"
+)
 
 # (height, width, format): portrait, landscape, odd sizes, already crop-sized
 SIZES = ((300, 231, "png"), (257, 343, "jpeg"), (224, 224, "png"))

@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def result(tmp_path_factory):
     env = dict(
         os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
         JAX_PLATFORMS="cpu",
         PYTHONPATH=os.path.dirname(HERE),
     )
@@ -55,7 +55,7 @@ def test_checkpoint_from_eight_devices_resumes_on_one(result, capsys):
     import reliability_worker  # noqa: F401  (registers tiny_inception)
 
     from inception_jax import config as config_lib
-    from inception_jax import training
+    from inception_jax import train as training
 
     assert jax.device_count() == 1
     c = config_lib.base_config()

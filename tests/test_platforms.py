@@ -27,7 +27,7 @@ from numerics import tree_rel_l2
 
 from inception_jax import models
 from inception_jax.backends import cpu_kernels
-from inception_jax.training import combined_loss
+from inception_jax.train import combined_loss
 
 # small inputs: each model's smallest comfortable size (v3/v4/irv2 need 75; v3's aux
 # head needs 299, too slow to differentiate on a CPU, so its train mode runs without it)
@@ -42,11 +42,15 @@ SIZES = {
     "inception_v4": 75,
 }
 BATCH = 2
-# bf16 compute vs the float64 gradient, relative L2 over the whole tree (measured
-# 2026-12-01 with this file's settings; bounds are ~2x the largest value measured):
-#  eval mode (running statistics): 0.034 (inception_v4) .. 0.064 (inception_cifar)
-#  train mode, where float32 itself agrees with float64 (inception_cifar: 1.7e-6): 0.27
-BF16_EVAL_BOUND = 0.15
+# bf16 compute vs float64, relative L2 over the whole tree (measured 2026-12-01 with
+# this file's settings, `python -m pytest tests/test_platforms.py -s` prints them;
+# bounds are ~2x the largest value measured):
+#  eval-mode gradient (running statistics), 16/32 px models: 0.052 (bn_inception) ..
+#  0.110 (googlenet); 75 px models, measured once: 0.057 (v4), 0.062 (v3), 0.123 (irv2)
+#  train-mode gradient, where float32 itself agrees with float64 (inception_cifar:
+#  1.7e-6): 0.23; elsewhere float32 is noise there too (v4: 1.07), so no bound
+BF16_EVAL_BOUND = 0.25
+BF16_LOGITS_BOUND = 0.03  # eval logits: 0.003 (inception_cifar) .. 0.009 (inception_v4)
 BF16_TRAIN_BOUND = {"inception_cifar": 0.5}
 
 
@@ -96,35 +100,39 @@ def _tree_dot(a, b):
 
 
 def _random_like(tree, seed):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    # numpy, not jax.random: one eager jax.random call per leaf shape compiles once per
+    # shape (20+ s for inception_v4's tree)
+    rng = np.random.RandomState(seed)
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(rng.standard_normal(x.shape), x.dtype), tree)
 
 
 def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
 
 
-def _run(name, dtype, kernels, forward_mode=False):
-    """The train-mode (loss, gradient, BatchNorm statistics) and eval-mode gradient of
-    ``name`` computed in ``dtype`` (params in float32, or float64 for a float64 model),
-    with or without the CPU kernels; with ``forward_mode`` also the directional
-    derivatives of both losses along a random direction, by ``jax.jvp``."""
+def _run(name, dtype, kernels=False, train=True, evaluate=False, forward_mode=False):
+    """What one model computes in ``dtype`` (params float32, or float64 for a float64
+    model), with or without the CPU kernels, as one compiled program: the train-mode
+    loss, gradient and BatchNorm statistics; the eval-mode logits; with ``evaluate``
+    the eval-mode gradient; with ``forward_mode`` the train loss's directional
+    derivative along a random direction by ``jax.jvp`` and by the gradient."""
     kwargs, v, x = _case(name)
     wide = jnp.float64 if dtype == jnp.float64 else jnp.float32
     model = models.create(name, num_classes=10, dtype=dtype, **kwargs)
     v, x = _cast(v, wide), jnp.asarray(x, wide)
-    train, evaluate = _losses(model, v, x, jnp.arange(BATCH) % 10)
+    train_loss, eval_loss = _losses(model, v, x, jnp.arange(BATCH) % 10)
     t_p = _random_like(v["params"], 5)
 
     @jax.jit
     def run(params):
-        (loss, stats), grad = jax.value_and_grad(train, has_aux=True)(params)
-        out = dict(loss=loss, grad=grad, stats=stats, eval_grad=jax.grad(evaluate)(params))
+        out = {"logits": model.apply({"params": params, "batch_stats": v["batch_stats"]}, x)}
+        if train:
+            (out["loss"], out["stats"]), out["grad"] = jax.value_and_grad(train_loss, has_aux=True)(params)
+        if evaluate:
+            out["eval_grad"] = jax.grad(eval_loss)(params)
         if forward_mode:
-            out["jvp_train"] = jax.jvp(lambda p: train(p)[0], (params,), (t_p,))[1]
-            out["jvp_eval"] = jax.jvp(evaluate, (params,), (t_p,))[1]
-            out["grad_t"], out["eval_grad_t"] = _tree_dot(grad, t_p), _tree_dot(out["eval_grad"], t_p)
+            out["jvp_train"] = jax.jvp(lambda p: train_loss(p)[0], (params,), (t_p,))[1]
+            out["grad_t"] = _tree_dot(out["grad"], t_p)
         return out
 
     with cpu_kernels(kernels):
@@ -133,18 +141,21 @@ def _run(name, dtype, kernels, forward_mode=False):
 
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_every_model_differentiates_forward_and_reverse_with_and_without_cpu_kernels(name):
-    """One test per model, so each model's programs compile once (CPU compile time
-    dominates): float64 plain (reverse and forward mode), float64 with the CPU kernels,
-    and bf16."""
+    """One test per model and three programs (CPU compile time dominates): float64
+    plain (reverse and forward mode), float64 with the CPU kernels, and bf16. The
+    32 px and smaller models also get the eval-mode gradient and the numeric jvp; the
+    75 px ones trace them (test below) but skip compiling them (~12 s each, each model)."""
+    small = SIZES[name] <= 32
     with jax.enable_x64(True):
-        plain = _run(name, jnp.float64, False, forward_mode=True)
-        kernel = _run(name, jnp.float64, True)
-    bf16 = _run(name, jnp.bfloat16, False)
+        plain = _run(name, jnp.float64, evaluate=small, forward_mode=small)
+        kernel = _run(name, jnp.float64, kernels=True)
+    bf16 = _run(name, jnp.bfloat16, evaluate=small)
 
-    # forward mode = reverse mode: d/ds loss(p + s t) by jvp equals <grad, t>, both modes
-    assert abs(plain["grad_t"]) > 0 and abs(plain["eval_grad_t"]) > 0
-    np.testing.assert_allclose(plain["jvp_train"], plain["grad_t"], rtol=1e-6)
-    np.testing.assert_allclose(plain["jvp_eval"], plain["eval_grad_t"], rtol=1e-6)
+    # forward mode = reverse mode in train mode (batch statistics, dropout): d/ds
+    # loss(p + s t) by jvp equals <grad, t> (eval mode: the jacfwd/linearize test)
+    if small:
+        assert abs(plain["grad_t"]) > 0
+        np.testing.assert_allclose(plain["jvp_train"], plain["grad_t"], rtol=1e-6)
 
     # the CPU kernels compute the plain program's loss, gradients and BatchNorm statistics
     np.testing.assert_allclose(kernel["loss"], plain["loss"], rtol=1e-5)
@@ -152,13 +163,18 @@ def test_every_model_differentiates_forward_and_reverse_with_and_without_cpu_ker
     assert tree_rel_l2(kernel["stats"], plain["stats"]) < 1e-5, tree_rel_l2(kernel["stats"], plain["stats"])
 
     # bf16 compute, fp32 params: finite float32 gradients, within the measured tolerance
-    # of the exact gradient (train mode only where float32 itself is not chaotic, see top)
-    leaves = jax.tree_util.tree_leaves((bf16["grad"], bf16["eval_grad"]))
+    # of the exact ones (train mode only where float32 itself is not chaotic, see top)
+    leaves = jax.tree_util.tree_leaves((bf16["grad"], bf16.get("eval_grad", {})))
     assert all(leaf.dtype == np.float32 and np.isfinite(leaf).all() for leaf in leaves)
-    eval_err = tree_rel_l2(bf16["eval_grad"], plain["eval_grad"])
+    logits_err = tree_rel_l2(bf16["logits"], plain["logits"])
     train_err = tree_rel_l2(bf16["grad"], plain["grad"])
-    print(f"bf16 vs float64 gradient, {name}: eval {eval_err:.4f}, train {train_err:.4f}")
-    assert eval_err < BF16_EVAL_BOUND, eval_err
+    print(f"bf16 vs float64, {name}: eval logits {logits_err:.4f}, train gradient {train_err:.4f}", end="")
+    assert logits_err < BF16_LOGITS_BOUND, logits_err
+    if small:
+        eval_err = tree_rel_l2(bf16["eval_grad"], plain["eval_grad"])
+        print(f", eval gradient {eval_err:.4f}", end="")
+        assert eval_err < BF16_EVAL_BOUND, eval_err
+    print()
     if name in BF16_TRAIN_BOUND:
         assert train_err < BF16_TRAIN_BOUND[name], train_err
 
@@ -180,7 +196,7 @@ def test_forward_mode_tools_trace_for_every_model(name):
     assert jax.tree_util.tree_structure(hvp) == jax.tree_util.tree_structure(v["params"])
 
 
-@pytest.mark.parametrize("name", ["inception_cifar", "googlenet"])
+@pytest.mark.parametrize("name", ["inception_cifar", "googlenet_cifar"])
 def test_jacfwd_linearize_and_symmetric_hessian_vector_products(name):
     kwargs, v, x = _case(name)
     model = models.create(name, num_classes=10, **kwargs)
@@ -211,9 +227,10 @@ def main():
     far the float64 CPU kernels are from plain (the numbers quoted above)."""
     for name in sys.argv[1:] or sorted(SIZES):
         with jax.enable_x64(True):
-            exact = _run(name, jnp.float64, False)
-            kernel = _run(name, jnp.float64, True)
-        f32, bf16 = _run(name, jnp.float32, False), _run(name, jnp.bfloat16, False)
+            exact = _run(name, jnp.float64, evaluate=True)
+            kernel = _run(name, jnp.float64, kernels=True)
+        f32 = _run(name, jnp.float32, evaluate=True)
+        bf16 = _run(name, jnp.bfloat16, evaluate=True)
         print(
             f"{name}: float64 kernels vs plain: grad {tree_rel_l2(kernel['grad'], exact['grad']):.2e}; "
             f"float32 vs float64: train {tree_rel_l2(f32['grad'], exact['grad']):.2e}, "

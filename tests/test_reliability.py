@@ -193,7 +193,7 @@ def _toy_state(value: float, shape=(4, 3)):
     import jax.numpy as jnp
     import optax
 
-    from inception_jax.training import TrainState
+    from inception_jax.train import TrainState
 
     params = {"dense": {"kernel": jnp.full(shape, value), "bias": jnp.arange(shape[-1], dtype=jnp.float32)}}
     stats = {"bn": {"mean": jnp.full((shape[-1],), value / 2)}}
@@ -372,7 +372,7 @@ def test_a_failing_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
 
 
 def test_an_unwritable_workdir_fails_before_training(tmp_path):
-    from inception_jax import training
+    from inception_jax import train as training
 
     sys.path.insert(0, ROOT)
     from configs.smoke import get_config
@@ -447,7 +447,11 @@ def bad_cifar(tmp_path_factory):
     records 5, 17 and 40 hold a JPEG whose header is destroyed (the record stays well-formed)."""
     src_dir = os.path.join(SHARED_TFDS, "cifar10", "3.0.2")
     if not os.path.isdir(src_dir):
-        pytest.skip("../shared/data/tfds/cifar10 not present")
+        pytest.fail(
+            f"{os.path.normpath(src_dir)} is missing: the bad-record tests copy records of the "
+            "real CIFAR-10 copy in ../shared/data/tfds",
+            pytrace=False,
+        )
     from array_record.python import array_record_module as ar
 
     root = tmp_path_factory.mktemp("tfds")
