@@ -92,6 +92,7 @@ def test_init_from_weights_of_another_model_is_one_line(torch_googlenet):
         training.init_from_pretrained(None, c)
 
 
+@pytest.mark.slow
 @pytest.mark.needs_cifar
 def test_finetuning_on_resized_cifar(torch_googlenet, tmp_path, capsys):
     path, _ = torch_googlenet

@@ -307,7 +307,9 @@ def test_load_pretrained_downloads_to_and_reads_the_caches(
     cfg = models.get_info("googlenet").pretrained
     local = dataclasses.replace(cfg, url=pathlib.Path(googlenet_pth).as_uri())
     with monkeypatch.context() as m:
-        m.setattr(P, "pretrained_config", lambda name: local)
+        from inception_jax.weights import hub
+
+        m.setattr(hub, "pretrained_config", lambda name: local)  # where the download looks it up
         with pytest.raises(ValueError, match="does not start with the expected 1378be20"):
             P.load_pretrained("googlenet")
         assert not os.path.exists(expected) and not os.listdir(os.path.dirname(expected))

@@ -212,6 +212,7 @@ def test_resuming_with_another_model_is_refused(tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
+@pytest.mark.slow
 @pytest.mark.needs_cifar
 def test_short_cpu_run_on_real_cifar10_beats_chance(tmp_path):
     sys.path.insert(0, ROOT)
