@@ -1,33 +1,12 @@
 """The same update on 1, 4 and 8 devices, dropout and aux heads included (README claim)."""
 
-import json
-import os
-import subprocess
-import sys
-
+import eight_devices
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module")
 def result():
-    env = dict(
-        os.environ,
-        XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.path.dirname(HERE),
-    )
-    r = subprocess.run(
-        [sys.executable, os.path.join(HERE, "device_count_check.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, r.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    return eight_devices.run("device_count_check.py", timeout=1200)
 
 
 @pytest.mark.parametrize("case", ["inception_cifar", "googlenet_aux", "tiny_plain"])

@@ -1,33 +1,12 @@
 """The per-device train step on 1 vs 8 (fake CPU) devices, and shard_map vs pmap."""
 
-import json
-import os
-import subprocess
-import sys
-
+import eight_devices
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    env = dict(
-        os.environ,
-        XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.path.dirname(HERE),
-    )
-    r = subprocess.run(
-        [sys.executable, os.path.join(HERE, "multidevice_check.py"), str(tmp_path_factory.mktemp("w"))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, r.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    return eight_devices.run("multidevice_check.py", str(tmp_path_factory.mktemp("w")), timeout=900)
 
 
 def test_eight_devices_give_the_same_step_as_one(result):

@@ -71,42 +71,24 @@ def test_missing_dataset_names_dataset_dir_and_prepare_command(tmp_path):
     assert "cifar10" in msg and str(tmp_path) in msg and "python -m inception_jax.data.prepare" in msg
 
 
-def test_unknown_config_key_on_the_command_line(tmp_path):
-    r = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "--config",
-            "configs/smoke.py",
-            "--workdir",
-            str(tmp_path / "w"),
-            "--config.no_such_key=1",
-        ],
+def _train_py(workdir, *overrides):
+    return subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/smoke.py", "--workdir", str(workdir), *overrides],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_unknown_config_key_on_the_command_line(tmp_path):
+    r = _train_py(tmp_path / "w", "--config.no_such_key=1")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "error: --config.no_such_key: no such config key; configs/smoke.py lists the keys"
     ]
     assert not (tmp_path / "w").exists()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "--config",
-            "configs/smoke.py",
-            "--workdir",
-            str(tmp_path / "w"),
-            "--config.batch_sze=1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _train_py(tmp_path / "w", "--config.batch_sze=1")
     assert r.returncode == 2
     assert r.stderr.strip() == (
         "error: --config.batch_sze: no such config key; did you mean batch_size or eval_batch_size?"

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from inception_jax import models
-from inception_jax.weights.convert import from_torch
 from inception_jax.errors import first_line
 from inception_jax.models.registry import Pretrained
+from inception_jax.weights.convert import from_torch
 from inception_jax.weights.files import (
     load_torch_state_dict,
 )
