@@ -8,6 +8,7 @@ batches, and prints ``RESULT {json}``: for each case the largest relative differ
 
 import json
 import os
+import sys
 
 assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
 import jax  # noqa: E402
@@ -77,25 +78,26 @@ def googlenet_float64():
 
 
 def main():
+    """``python device_count_check.py``: inception_cifar and tiny_inception;
+    ``python device_count_check.py googlenet``: googlenet in float64 (slow)."""
     assert jax.device_count() == 8
-    # inception_cifar: a learning rate small enough that float32 rounding stays far
-    # below the bound. At lr 0.01, googlenet's params after 3 steps moved by 1.4-3%
-    # between two float32 runs on ONE device that only summed each batch in another
-    # order (32, 64 and 96 px alike)
-    out = {
-        # the trainer's default on a CPU: the CPU kernels
-        "inception_cifar": run_case("inception_cifar", 32, (1, 4, 8), 1e-3),
+    if sys.argv[1:] == ["googlenet"]:
         # googlenet with aux heads and dropout, in float64: in float32 its own rounding
         # is amplified past the bound (3 steps at lr 1e-4: 4.5e-5 between 1 and 4
         # devices; summing a batch in another order on ONE device moves it as much), so
         # float32 cannot show that two programs compute the same update; float64 can
-        "googlenet_aux": googlenet_float64(),
-        # the program GPUs and TPUs run: plain JAX autodiff through the collectives
-        # (tiny_inception: BatchNorm, max pool and an Inception module, compiled in seconds)
-        "tiny_plain": run_case("tiny_inception", 16, (1, 8), 1e-2, cpu_kernels=False),
-        # per-device statistics: no longer the same update (documented)
-        "tiny_unsynced": run_case("tiny_inception", 16, (1, 8), 1e-2, sync_batch_norm=False),
-    }
+        out = {"googlenet_aux": googlenet_float64()}
+    else:
+        out = {
+            # the trainer's default on a CPU: the CPU kernels. A learning rate small
+            # enough that float32 rounding stays far below the bound
+            "inception_cifar": run_case("inception_cifar", 32, (1, 4, 8), 1e-3),
+            # the program GPUs and TPUs run: plain JAX autodiff through the collectives
+            # (tiny_inception: BatchNorm, max pool and an Inception module, compiled in seconds)
+            "tiny_plain": run_case("tiny_inception", 16, (1, 8), 1e-2, cpu_kernels=False),
+            # per-device statistics: no longer the same update (documented)
+            "tiny_unsynced": run_case("tiny_inception", 16, (1, 8), 1e-2, sync_batch_norm=False),
+        }
     print("RESULT " + json.dumps(out))
 
 

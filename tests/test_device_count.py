@@ -9,14 +9,23 @@ def result():
     return eight_devices.run("device_count_check.py", timeout=1200)
 
 
-@pytest.mark.parametrize("case", ["inception_cifar", "googlenet_aux", "tiny_plain"])
-def test_params_after_steps_agree_on_any_device_count(result, case):
-    r = result[case]
+def _agree(r, case):
     assert r["moved"] > 1e-4  # the steps really moved the params ...
     for n, diff in r["params"].items():  # ... the same way on 4 and 8 devices
         assert diff < 1e-5, (case, n, diff)
     for n, diff in r["stats"].items():
         assert diff < 1e-5, (case, n, diff)
+
+
+@pytest.mark.parametrize("case", ["inception_cifar", "tiny_plain"])
+def test_params_after_steps_agree_on_any_device_count(result, case):
+    _agree(result[case], case)
+
+
+@pytest.mark.slow  # ~2 min: the float64 programs on 1, 4 and 8 devices
+def test_googlenet_with_aux_heads_and_dropout_agrees_on_any_device_count():
+    r = eight_devices.run("device_count_check.py", "googlenet", timeout=1200)
+    _agree(r["googlenet_aux"], "googlenet_aux")
 
 
 def test_per_device_batch_norm_gives_another_update(result):
