@@ -23,24 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_sizes import SMALL_SIZES, package_models
 from numerics import tree_rel_l2
 
 from inception_jax import models
 from inception_jax.backends import cpu_kernels
 from inception_jax.train import combined_loss
 
-# small inputs: each model's smallest comfortable size (v3/v4/irv2 need 75; v3's aux
-# head needs 299, too slow to differentiate on a CPU, so its train mode runs without it)
-SIZES = {
-    "bn_inception": 32,
-    "googlenet": 32,
-    "googlenet_cifar": 16,
-    "googlenet_paper": 32,
-    "inception_cifar": 16,
-    "inception_resnet_v2": 75,
-    "inception_v3": 75,
-    "inception_v4": 75,
-}
+# small inputs; v3's aux head needs 299, too slow to differentiate on a CPU, so its
+# train mode runs without it
+SIZES = SMALL_SIZES
 BATCH = 2
 # bf16 compute vs float64, relative L2 over the whole tree (measured 2026-12-01 with
 # this file's settings, `python -m pytest tests/test_platforms.py -s` prints them;
@@ -54,14 +46,8 @@ BF16_LOGITS_BOUND = 0.03  # eval logits: 0.003 (inception_cifar) .. 0.012 (incep
 BF16_TRAIN_BOUND = {"inception_cifar": 0.5}
 
 
-def _package_models():
-    return sorted(
-        n for n in models.list_models() if models.get_info(n).builder.__module__.startswith("inception_jax.")
-    )
-
-
 def test_every_registered_model_is_covered():
-    assert sorted(SIZES) == _package_models()
+    assert sorted(SIZES) == package_models()
 
 
 @functools.lru_cache(maxsize=None)
