@@ -3,7 +3,7 @@
 SGD momentum 0.9, lr 0.1 for batch 256 (linearly scaled), weight decay 1e-4,
 step decay x0.1 every 30 epochs, 90 epochs, aux heads weighted 0.3, bfloat16.
 
-Streams from disk (inception_jax/data/streaming.py: worker processes, random-resized
+Streams from disk (inception_jax/data/streaming.py: grain worker processes, random-resized
 crop + flip; resize + center crop for eval). Prepare imagenet2012 from its manual
 download first (python -m inception_jax.data.prepare --dataset imagenet2012 ...).
 Not yet run end to end on ImageNet (no ImageNet or GPU was available).

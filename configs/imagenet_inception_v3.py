@@ -6,7 +6,7 @@ uses 0.4; torchvision's training reference, 0.4 too; 0.3 is this project's
 convention for all aux heads, override with --config.aux_loss_weight=0.4), 299x299
 inputs, batch 256.
 
-Streams from disk (inception_jax/data/streaming.py: worker processes, random-resized
+Streams from disk (inception_jax/data/streaming.py: grain worker processes, random-resized
 crop + flip; resize + center crop for eval). Prepare imagenet2012 from its manual
 download first (python -m inception_jax.data.prepare --dataset imagenet2012 ...).
 Not yet run end to end on ImageNet (no ImageNet or GPU was available).

@@ -6,6 +6,8 @@ Environment knobs used by the tests:
   RELIABILITY_FSIZE_LIMIT=<bytes>   cap the size of any file this process writes
                                     (RLIMIT_FSIZE; writes past it fail with EFBIG,
                                     which stands in for a full disk).
+  RELIABILITY_EXAMPLE_LOG=<path>    append "step: record indices" for every streamed
+                                    training batch (flushed before the step runs).
 """
 
 import os
@@ -17,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import flax.linen as nn
+import numpy as np
 
 from inception_jax import nn as layers
 from inception_jax.models.registry import ModelInfo, register
@@ -46,6 +49,20 @@ if __name__ == "__main__":
     if limit:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+    log_path = os.environ.get("RELIABILITY_EXAMPLE_LOG")
+    if log_path:
+        from inception_jax.train import inputs
+
+        streamed = inputs.StreamingData.train_args
+
+        def logged(self, step):
+            args = streamed(self, step)
+            ids = " ".join(str(int(i)) for i in np.asarray(args[3]))
+            with open(log_path, "a") as f:
+                f.write(f"{step}: {ids}\n")
+            return args
+
+        inputs.StreamingData.train_args = logged
     from absl import app
 
     import train

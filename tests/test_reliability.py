@@ -185,6 +185,77 @@ def test_killed_and_preempted_run_finishes_equal_to_an_uninterrupted_one(tmp_pat
         np.testing.assert_array_equal(final[k], final_ref[k], err_msg=k)
 
 
+# --- streaming: grain's iterator state resumes to the example -----------------------
+
+SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
+
+
+def _example_log(path):
+    """{step: record indices}, the last time each step was drawn (a killed run's steps
+    after its last checkpoint are drawn again by the resumed one)."""
+    steps = {}
+    for line in open(path):
+        step, ids = line.split(":")
+        steps[int(step)] = ids.split()
+    return steps
+
+
+@pytest.mark.needs_cifar
+def test_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_examples(tmp_path, xla_cache):
+    streaming = dict(
+        dataset="cifar10",
+        data_dir=SHARED_TFDS,
+        train_split="train[:320]",  # 10 steps an epoch: the run crosses two reshuffles
+        eval_split="train[45000:45037]",
+        pipeline="streaming",
+        pipeline_workers=2,
+        num_classes=10,
+    )
+    total = 24
+    logs = {k: tmp_path / f"{k}.log" for k in ("ref", "crash")}
+    ref = run(
+        flags(tmp_path / "ref", xla_cache, total, **streaming), {"RELIABILITY_EXAMPLE_LOG": str(logs["ref"])}
+    )
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", RELIABILITY_EXAMPLE_LOG=str(logs["crash"]))
+    proc = subprocess.Popen(
+        flags(tmp_path / "crash", xla_cache, total, **streaming),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    for line in proc.stdout:  # step 14 reported: the checkpoint of step 12 has committed
+        if re.search(r"step 14/", line):
+            break
+    proc.kill()
+    proc.wait()
+    assert steps_in(tmp_path / "crash")[-1] == 12
+    again = run(
+        flags(tmp_path / "crash", xla_cache, total, **streaming),
+        {"RELIABILITY_EXAMPLE_LOG": str(logs["crash"])},
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Resumed from step 12" in again.stdout
+    assert "holds no input-pipeline state" not in again.stdout  # grain's state was restored
+
+    want, got = _example_log(logs["ref"]), _example_log(logs["crash"])
+    assert sorted(want) == list(range(total)) and sorted(got) == list(range(total))
+    for step in range(total):
+        assert got[step] == want[step], f"step {step}"
+    # every epoch is a permutation of the 320 records, reshuffled
+    epochs = [sum((want[s] for s in range(e * 10, e * 10 + 10)), []) for e in range(2)]
+    assert sorted(map(int, epochs[0])) == list(range(320)) == sorted(map(int, epochs[1]))
+    assert epochs[0] != epochs[1]
+    a = read_checkpoint(tmp_path / "ref" / "checkpoints" / str(total))
+    b = read_checkpoint(tmp_path / "crash" / "checkpoints" / str(total))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+
+
 # --- bad checkpoints ----------------------------------------------------------------
 
 
@@ -435,9 +506,68 @@ def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_pa
     assert "Resumed from step 6" in more.stdout and steps_in(tmp_path / "two")[-1] == 8
 
 
-# --- bad data -----------------------------------------------------------------------
+@pytest.mark.needs_cifar
+def test_two_streaming_processes_evaluate_every_example_once_over_uneven_shards(tmp_path, xla_cache):
+    """Two jax.distributed processes stream their own shards; the eval split has 33
+    examples: shards of 17 and 16, batches of 8 per process, so one shard needs a third
+    batch and the other does not. The run finishes (no
+    process waits on a batch the other never runs) and its evaluation equals one
+    process's evaluation of the same checkpoint, which covers the 33 once by itself."""
+    cfg = dict(
+        dataset="cifar10",
+        data_dir=SHARED_TFDS,
+        train_split="train[:256]",
+        eval_split="train[45000:45033]",
+        pipeline="streaming",
+        pipeline_workers=1,
+        num_classes=10,
+        eval_batch_size=16,
+    )
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            flags(tmp_path / "two", xla_cache, 4, **cfg),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env=dict(
+                os.environ,
+                JAX_PLATFORMS="cpu",
+                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            ),
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()  # a hung evaluation would leave them waiting for each other
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-1500:] + outs[1][-1500:]
+    with open(tmp_path / "two" / "metrics.jsonl") as f:
+        last = [json.loads(line) for line in f][-1]
 
-SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import reliability_worker  # noqa: F401  (registers tiny_inception)
+
+    from configs.smoke import get_config
+    from inception_jax import train as training
+
+    c = get_config()
+    for k, v in dict(
+        cfg, model="tiny_inception", image_size=8, batch_size=32, num_epochs=-1, num_train_steps=4
+    ).items():
+        c[k] = v
+    one = training.evaluate_workdir(c, str(tmp_path / "two"), which="latest")
+    assert one["step"] == 4
+    assert last["eval_accuracy"] == pytest.approx(one["accuracy"], abs=1e-9)
+    assert last["eval_loss"] == pytest.approx(one["loss"], rel=1e-5)
+
+
+# --- bad data -----------------------------------------------------------------------
 BAD = (5, 17, 40)
 
 
@@ -505,15 +635,19 @@ def test_skipped_bad_records_are_counted_and_labels_stay_with_their_images(bad_c
     assert ds.skipped == 3 and len(ds) == 61
     np.testing.assert_array_equal(ds.labels, [orig[i][1] for i in good])
     np.testing.assert_array_equal(ds.images, np.stack([orig[i][0] for i in good]))
-    # the streaming pipeline masks them out instead (the batch keeps its shape)
+    # the streaming pipeline (grain, one worker process) masks them out instead: the batch
+    # keeps its shape
+    from inception_jax.data import transforms
+
     loader = streaming.StreamingLoader(
-        "cifar10", "train", bad_cifar, 32, 64, train=False, workers=0, bad_records="skip"
+        "cifar10", "train", bad_cifar, 32, 64, train=False, workers=1, bad_records="skip"
     )
-    images, labels, valid = next(loader.batches())
+    (batch,) = list(loader.batches())
+    valid = np.asarray(batch["valid"])
     assert np.flatnonzero(~valid).tolist() == list(BAD)
-    np.testing.assert_array_equal(labels[valid], [orig[i][1] for i in good])
-    np.testing.assert_array_equal(images[valid][0], streaming.eval_transform(orig[0][0], 32))
+    np.testing.assert_array_equal(np.asarray(batch["label"])[valid], [orig[i][1] for i in good])
+    np.testing.assert_array_equal(np.asarray(batch["image"])[0], transforms.eval_transform(orig[0][0], 32))
     with pytest.raises(ValueError, match=r"^record 5 could not be decoded"):
         next(
-            streaming.StreamingLoader("cifar10", "train", bad_cifar, 32, 64, train=False, workers=0).batches()
+            streaming.StreamingLoader("cifar10", "train", bad_cifar, 32, 64, train=False, workers=1).batches()
         )

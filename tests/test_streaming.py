@@ -1,5 +1,5 @@
-"""The streaming (ImageNet-style) pipeline against torchvision's transforms and the
-tfds source, and a short streaming training run."""
+"""The streaming (ImageNet-style) grain pipeline against torchvision's transforms and
+the tfds source, its sharding over processes, and a short streaming training run."""
 
 import os
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numerics import accuracy_and_loss
 
-from inception_jax.data import streaming
+from inception_jax.data import streaming, transforms
 
 torch = pytest.importorskip("torch")
 
@@ -29,58 +29,121 @@ def test_resized_crop_and_eval_transform_match_torchvision():
     img = _image(48, 64)
     pil = Image.fromarray(img)
     ref = np.asarray(TF.resized_crop(pil, 5, 7, 30, 41, [24, 24], interpolation=T.InterpolationMode.BILINEAR))
-    np.testing.assert_array_equal(streaming.resized_crop(img, 5, 7, 30, 41, 24), ref)
+    np.testing.assert_array_equal(transforms.resized_crop(img, 5, 7, 30, 41, 24), ref)
     # eval: Resize(size / 0.875) of the shorter side, then CenterCrop(size)
     ref = np.asarray(T.Compose([T.Resize(36), T.CenterCrop(32)])(pil))
-    np.testing.assert_array_equal(streaming.eval_transform(img, 32), ref)
+    np.testing.assert_array_equal(transforms.eval_transform(img, 32), ref)
 
 
 def test_random_resized_crop_box_respects_scale_ratio_and_bounds():
     rng = np.random.default_rng(0)
     for _ in range(500):
-        top, left, h, w = streaming.random_resized_crop_box(60, 80, rng)
+        top, left, h, w = transforms.random_resized_crop_box(60, 80, rng)
         assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 80
         assert 0.08 * 4800 * 0.8 <= h * w <= 4800
     # an extreme aspect never fits: torchvision's fallback is a center crop, aspect clamped
-    top, left, h, w = streaming.random_resized_crop_box(10, 1000, np.random.default_rng(0), scale=(0.99, 1.0))
+    top, left, h, w = transforms.random_resized_crop_box(
+        10, 1000, np.random.default_rng(0), scale=(0.99, 1.0)
+    )
     assert (h, w) == (10, round(10 * 4 / 3)) and left == (1000 - w) // 2 and top == 0
 
 
-@needs_cifar
-def test_loader_shards_are_disjoint_ordered_and_labels_stay_with_images():
+def _source(split):
     import tensorflow_datasets as tfds
 
-    src = tfds.data_source("cifar10", data_dir=SHARED_TFDS, split="train[:96]")
-    loaders = [
-        streaming.StreamingLoader(
-            "cifar10",
-            "train[:96]",
-            SHARED_TFDS,
-            32,
-            16,
-            train=False,
-            workers=0,
-            process_index=i,
-            process_count=2,
-        )
-        for i in range(2)
-    ]
-    shards = [set(loader.shard.tolist()) for loader in loaders]
-    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(96))
-    images, labels, valid = next(loaders[1].batches())
-    assert valid.all() and images.shape == (16, 32, 32, 3)
-    for k, idx in enumerate(loaders[1].shard[:16]):
-        assert labels[k] == src[int(idx)]["label"]
-        np.testing.assert_array_equal(
-            images[k], streaming.eval_transform(np.asarray(src[int(idx)]["image"]), 32)
-        )
-    train = streaming.StreamingLoader(
-        "cifar10", "train[:96]", SHARED_TFDS, 32, 16, train=True, workers=0, seed=3
+    return tfds.data_source("cifar10", data_dir=SHARED_TFDS, split=split)
+
+
+@needs_cifar
+def test_grain_batches_are_the_per_example_transforms_in_reshuffled_epochs():
+    """Every streamed example equals the host transform applied to its record with the
+    generator seeded (seed, epoch, record index), as the pipeline before grain did; the
+    labels stay with their images; each epoch is a new permutation of the shard."""
+    src = _source("train[:96]")
+    loader = streaming.StreamingLoader(
+        "cifar10", "train[:96]", SHARED_TFDS, 24, 16, train=True, seed=3, workers=2
     )
-    a = next(train.batches(start_step=4))
-    b = next(train.batches(start_step=4))  # resuming at a step gives the same batch
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+    it = loader.iterator()
+    try:
+        batches = [next(it) for _ in range(2 * loader.steps_per_epoch)]
+    finally:
+        it.close()
+    epochs = []
+    for step, batch in enumerate(batches):
+        epoch = step // loader.steps_per_epoch
+        if step % loader.steps_per_epoch == 0:
+            epochs.append([])
+        for k, index in enumerate(np.asarray(batch["index"]).tolist()):
+            epochs[-1].append(index)
+            image = np.asarray(src[index]["image"])
+            expected = transforms.train_transform(image, 24, np.random.default_rng([3, epoch, index]))
+            np.testing.assert_array_equal(np.asarray(batch["image"])[k], expected)
+            assert int(batch["label"][k]) == int(src[index]["label"]) and bool(batch["valid"][k])
+    assert sorted(epochs[0]) == list(range(96)) == sorted(epochs[1]) and epochs[0] != epochs[1]
+
+
+@needs_cifar
+def test_a_restored_iterator_continues_at_the_same_example_with_any_worker_count():
+    kw = dict(
+        dataset="cifar10", split="train[:96]", data_dir=SHARED_TFDS, image_size=16, batch_size=16, train=True
+    )
+    it = streaming.StreamingLoader(workers=2, **kw).iterator()
+    try:
+        for _ in range(4):
+            next(it)
+        state = it.get_state()
+        expected = [next(it) for _ in range(5)]  # crosses into the second epoch
+    finally:
+        it.close()
+    for workers in (2, 1, 0):
+        again = streaming.StreamingLoader(workers=workers, **kw).iterator()
+        try:
+            again.set_state(state)
+            assert again.position == 4
+            for want in expected:
+                got = next(again)
+                for key in ("index", "image", "label"):
+                    np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]))
+        finally:
+            again.close()
+
+
+@needs_cifar
+def test_eval_shards_cover_every_example_once_and_run_the_same_number_of_batches():
+    """101 examples over 2 processes (51 + 50) and over 3 (34 + 34 + 33), batch 16:
+    every process runs the same number of batches; the smaller shards end in masked
+    padding; together they hold each record once, evaluated with the eval transform."""
+    src = _source("train[:101]")
+    for count in (2, 3):
+        seen, lengths = [], set()
+        for index in range(count):
+            loader = streaming.StreamingLoader(
+                "cifar10",
+                "train[:101]",
+                SHARED_TFDS,
+                32,
+                16,
+                train=False,
+                workers=0,
+                process_index=index,
+                process_count=count,
+            )
+            batches = list(loader.batches())
+            lengths.add(len(batches))
+            for b in batches:
+                valid = np.asarray(b["valid"])
+                assert (np.asarray(b["index"])[~valid] == streaming.PAD).all()
+                for k in np.flatnonzero(valid):
+                    i = int(b["index"][k])
+                    seen.append(i)
+                    assert int(b["label"][k]) == int(src[i]["label"])
+                    if i % 17 == 0:
+                        np.testing.assert_array_equal(
+                            np.asarray(b["image"])[k],
+                            transforms.eval_transform(np.asarray(src[i]["image"]), 32),
+                        )
+        assert len(lengths) == 1, (count, lengths)
+        assert sorted(seen) == list(range(101))
 
 
 @needs_cifar
@@ -126,28 +189,23 @@ def test_streaming_training_run_with_worker_processes(tmp_path):
 
 @needs_cifar
 def test_a_killed_decoding_worker_is_replaced_and_the_batches_do_not_change():
+    import multiprocessing
     import signal
 
     kw = dict(
-        dataset="cifar10",
-        split="train[:96]",
-        data_dir=SHARED_TFDS,
-        image_size=32,
-        batch_size=16,
-        train=True,
-        seed=1,
+        dataset="cifar10", split="train[:96]", data_dir=SHARED_TFDS, image_size=16, batch_size=16, train=True
     )
     expected = streaming.StreamingLoader(workers=0, **kw).batches(start_step=2)
-    loader = streaming.StreamingLoader(workers=1, prefetch=2, **kw)
-    got = loader.batches(start_step=2)
+    it = streaming.StreamingLoader(workers=1, **kw).iterator()
+    it.seek(2)
     try:
-        first = next(got)
-        for proc in loader._pool._processes.values():
+        got = [next(it)]
+        for proc in multiprocessing.active_children():
             os.kill(proc.pid, signal.SIGKILL)
-        batches = [first] + [next(got) for _ in range(3)]
+        got += [next(it) for _ in range(3)]
     finally:
-        loader.close()
-    assert loader.restarts == 1
-    for a, b in zip(batches, [next(expected) for _ in range(4)]):
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x, y)
+        it.close()
+    assert it.restarts == 1 and it.position == 6
+    for a, b in zip(got, [next(expected) for _ in range(4)]):
+        for key in ("index", "image", "label"):
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))

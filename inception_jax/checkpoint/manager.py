@@ -94,14 +94,18 @@ class Checkpointer:
         common = dict(
             create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only
         )  # half-written saves of a killed run
+        from inception_jax import config as config_lib
+
+        # a streaming run also saves its grain iterator's state (the item "data")
+        self.streaming = config_lib.uses_streaming(config)
         self.latest = ocp.CheckpointManager(
             os.path.join(workdir, "checkpoints"),
-            item_handlers=_handlers(),
+            item_handlers=_handlers(self.streaming),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common),
         )
         self.best = ocp.CheckpointManager(
             os.path.join(workdir, "best"),
-            item_handlers=_handlers(),
+            item_handlers=_handlers(self.streaming),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1, best_fn=lambda m: m["accuracy"], best_mode="max", **common
             ),
@@ -146,14 +150,15 @@ class Checkpointer:
     def latest_step(self) -> Optional[int]:
         return self.latest.latest_step()
 
-    def save(self, step: int, state, eval_accuracy: Optional[float] = None, force: bool = False):
-        """Starts an asynchronous save of ``state`` at ``step`` (see :meth:`wait`)."""
+    def save(self, step: int, state, eval_accuracy: Optional[float] = None, force: bool = False, data=None):
+        """Starts an asynchronous save of ``state`` at ``step`` (see :meth:`wait`), with the
+        input pipeline's iterator ``data`` (streaming) in the same checkpoint."""
         tree = _state_tree(state)
         sums = checksums(tree)
         self.wait()  # one save in flight at a time; surfaces the previous one's error
         try:
             if step not in self.latest.all_steps():
-                self.latest.save(step, args=_save_args(tree, sums), force=force)
+                self.latest.save(step, args=_save_args(tree, sums, data), force=force)
                 self._pending = step
             if eval_accuracy is not None and eval_accuracy > self.best_accuracy:
                 self.best.save(
@@ -211,15 +216,15 @@ class Checkpointer:
         ) from None
 
     # -- restore --
-    def _restore(self, manager, step: int, state):
+    def _restore(self, manager, step: int, state, data=None):
         template = _state_tree(state)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        out = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()
-            ),
-        )
+        items = dict(state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore())
+        if data is not None and os.path.isdir(os.path.join(str(manager.directory), str(step), "data")):
+            from grain.checkpoint import CheckpointRestore
+
+            items["data"] = CheckpointRestore(data)  # sets the iterator's state in place
+        out = manager.restore(step, args=ocp.args.Composite(**items))
         tree, expected = out["state"], out["integrity"]
         if expected is None:
             raise ValueError("its checksums are missing")
@@ -274,17 +279,17 @@ class Checkpointer:
                     "--workdir or the config that wrote it"
                 )
 
-    def _newest_good(self, manager, state, what: str) -> Tuple[Any, Optional[int]]:
+    def _newest_good(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
         with _quiet_orbax_teardown():
-            return self._newest_good_inner(manager, state, what)
+            return self._newest_good_inner(manager, state, what, data)
 
-    def _newest_good_inner(self, manager, state, what: str) -> Tuple[Any, Optional[int]]:
+    def _newest_good_inner(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
         steps = sorted(manager.all_steps(), reverse=True)
         if steps and jax.process_count() == 1:
             self._check_shapes(manager, steps[0], state)
         for i, step in enumerate(steps):
             try:
-                restored = self._restore(manager, step, state)
+                restored = self._restore(manager, step, state, data)
                 if i and not self.read_only:
                     manager.reload()
                 return restored, int(step)
@@ -315,10 +320,11 @@ class Checkpointer:
             multihost_utils.sync_global_devices(f"quarantine-{step}")
         return dest
 
-    def restore_latest(self, state) -> Tuple[Any, int]:
-        """The newest good checkpoint (corrupt newer ones are moved aside), or ``state`` at 0."""
+    def restore_latest(self, state, data=None) -> Tuple[Any, int]:
+        """The newest good checkpoint (corrupt newer ones are moved aside), or ``state`` at 0;
+        the iterator ``data`` (streaming) takes the state saved with it."""
         had_any = bool(self.latest.all_steps())
-        restored, step = self._newest_good(self.latest, state, "latest")
+        restored, step = self._newest_good(self.latest, state, "latest", data)
         if step is None:
             if had_any:
                 self.log("No readable checkpoint left: starting from scratch")
@@ -401,12 +407,22 @@ class _quiet_orbax_teardown:
         return False
 
 
-def _handlers() -> dict:
-    return {"state": ocp.StandardCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
+def _handlers(streaming: bool = False) -> dict:
+    handlers = {"state": ocp.StandardCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
+    if streaming:
+        from grain.checkpoint import CheckpointHandler
+
+        handlers["data"] = CheckpointHandler()  # one JSON file per process
+    return handlers
 
 
-def _save_args(tree, sums):
-    return ocp.args.Composite(state=ocp.args.StandardSave(tree), integrity=ocp.args.JsonSave(sums))
+def _save_args(tree, sums, data=None):
+    items = dict(state=ocp.args.StandardSave(tree), integrity=ocp.args.JsonSave(sums))
+    if data is not None:
+        from grain.checkpoint import CheckpointSave
+
+        items["data"] = CheckpointSave(data)  # its state now, before the next step is drawn
+    return ocp.args.Composite(**items)
 
 
 def _one_line(error: Exception) -> str:

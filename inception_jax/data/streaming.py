@@ -1,34 +1,51 @@
-"""Streaming input pipeline for datasets too large to hold in memory (ImageNet).
+"""Streaming input pipeline on grain, for datasets too large to hold in memory (ImageNet).
 
-Records are read with ``tfds.data_source`` (random access into ArrayRecord
-files) by worker processes, which decode the JPEGs and apply Inception-style
-augmentation on the host: torchvision's ``RandomResizedCrop`` (scale 0.08-1,
-aspect 3/4-4/3, bilinear) and a horizontal flip for training; resize of the
-shorter side to ``image_size / 0.875`` and a center crop for evaluation.
-Batches come out as uint8 NHWC arrays; normalisation happens on the device.
+Records are read with ``tfds.data_source`` (random access into the prepared
+ArrayRecord files; no TensorFlow) inside a grain ``MapDataset``; grain's worker
+processes decode the JPEGs and apply the Inception augmentation of
+:mod:`inception_jax.data.transforms`, and hand whole batches back through shared
+memory (no pickled image arrays). Batches are uint8 NHWC; normalisation happens on
+the device.
 
-Workers are started with the "spawn" method (forking a process that runs JAX
-is unsafe), so a script that trains on a streaming dataset must keep its
-top-level code under ``if __name__ == "__main__":`` (train.py does).
+Determinism: the order of an epoch is grain's shuffle of this process's shard
+(seeded with ``seed``, reshuffled every epoch) and every crop is drawn from
+``numpy.random.default_rng([seed, epoch, record index])``, so a batch is a
+function of its position alone. The train iterator's state (:class:`ResumableIterator`)
+is saved in each checkpoint; a resumed run sees exactly the examples, in the same
+order, that the uninterrupted one would have, whatever ``workers`` it resumes with.
 
-Each process reads only its own shard (``index % process_count ==
-process_index``). The order of an epoch and every crop are functions of
-``(seed, epoch, index)``, so a resumed run sees exactly the examples (and
-augmentations) the interrupted one would have.
+Several processes: each reads its own shard (``index % process_count ==
+process_index``). Training uses ``num_examples // process_count`` examples of
+every shard, so all processes take the same number of steps; evaluation covers
+every example once and pads the smaller shards with masked examples, so every
+process runs the same number of batches.
+
+Worker processes are spawned (forking a process that runs JAX is unsafe), so a script
+that streams must keep its top-level code under ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
+import json
 import math
-import multiprocessing
-from concurrent.futures.process import BrokenProcessPool
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional
 
 import numpy as np
 
-_WORKER_SOURCE = None
+from inception_jax.data import transforms
+
+PAD = -1  # the record index of an evaluation padding example
+
+
+def _grain():
+    import grain
+
+    # grain reads absl flags; a program that is not an absl app has not parsed them
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    return grain
 
 
 def _open_source(dataset: str, split: str, data_dir: Optional[str]):
@@ -37,101 +54,183 @@ def _open_source(dataset: str, split: str, data_dir: Optional[str]):
     return _data_source(dataset, split, data_dir)
 
 
-def _init_worker(dataset, split, data_dir):
-    global _WORKER_SOURCE
-    import signal
+def load_example(source, index: int, epoch: int, size: int, train: bool, seed: int, bad_records: str):
+    """One record, decoded and augmented: ``{"image", "label", "valid", "index"}``.
+    ``index`` :data:`PAD` gives a masked padding example; an undecodable record raises a
+    ValueError naming it, or (``bad_records="skip"``) becomes a masked example."""
+    blank = {
+        "image": np.zeros((size, size, 3), np.uint8),
+        "label": np.int32(0),
+        "valid": np.bool_(False),
+        "index": np.int32(index),
+    }
+    if index == PAD:
+        return blank
+    try:
+        record = source[int(index)]
+        image = np.asarray(record["image"], np.uint8)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        image = image[..., :3]
+        if train:
+            image = transforms.train_transform(image, size, np.random.default_rng([seed, epoch, int(index)]))
+        else:
+            image = transforms.eval_transform(image, size)
+        label = np.int32(record["label"])
+    except Exception as e:
+        if bad_records != "skip":
+            raise ValueError(
+                f"record {int(index)} could not be decoded ({type(e).__name__}: "
+                f"{str(e)[:120]}); set --config.bad_records=skip to skip such records"
+            ) from None
+        return blank  # masked out of the loss and the metrics
+    return {
+        "image": np.ascontiguousarray(image),
+        "label": label,
+        "valid": np.bool_(True),
+        "index": np.int32(index),
+    }
 
-    # Ctrl-C reaches the whole process group: the main process decides when to stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER_SOURCE = _open_source(dataset, split, data_dir)
+
+class _Load:
+    """grain map: ``(epoch, record index)`` -> :func:`load_example`. The tfds source is
+    opened in the process that uses it (not pickled into the workers)."""
+
+    def __init__(self, dataset, split, data_dir, size, train, seed, bad_records):
+        self.args = (dataset, split, data_dir)
+        self.size, self.train, self.seed, self.bad_records = size, train, seed, bad_records
+        self._source = None
+
+    def __getstate__(self):
+        return dict(self.__dict__, _source=None)
+
+    def __call__(self, element):
+        if self._source is None:
+            self._source = _open_source(*self.args)
+        epoch, index = element if isinstance(element, tuple) else (0, element)
+        return load_example(self._source, index, epoch, self.size, self.train, self.seed, self.bad_records)
 
 
-def random_resized_crop_box(
-    height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
-) -> Tuple[int, int, int, int]:
-    """(top, left, h, w) of torchvision's ``RandomResizedCrop.get_params``: 10 tries at
-    a random area/aspect, else a center crop with the aspect clamped to ``ratio``."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
+class _ShardIndex:
+    """Position j of a process's shard -> record index (PAD past the shard's end)."""
+
+    def __init__(self, process_index: int, process_count: int, num_examples: int):
+        self.pi, self.pc, self.n = process_index, process_count, num_examples
+
+    def __call__(self, j):
+        index = self.pi + int(j) * self.pc
+        return index if index < self.n else PAD
+
+
+class _WithEpoch:
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, position, index):
+        return (int(position) // self.length, int(index))
+
+
+def _iterate(ds, workers: int):
+    """An iterator over a ``MapDataset`` of batches: ``workers`` processes (each decoding
+    in one thread, batches returned in shared memory), or this process for 0."""
+    grain = _grain()
+    if workers > 0:
+        it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+        it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    return iter(it_ds)
 
 
-def resized_crop(image: np.ndarray, top: int, left: int, h: int, w: int, size: int) -> np.ndarray:
-    """Crop (top, left, h, w) and resize to size x size, bilinear (PIL), like torchvision."""
-    from PIL import Image
+class ResumableIterator:
+    """An iterator over an infinite grain dataset of batches, with a checkpointable state.
 
-    pil = Image.fromarray(image).crop((left, top, left + w, top + h))
-    return np.asarray(pil.resize((size, size), Image.BILINEAR), np.uint8)
+    The state (JSON bytes, saved by grain's Orbax handler) holds the position in
+    batches, the worker count and grain's own iterator state. Restored with the same
+    worker count, grain's state is applied; with another, the iterator restarts at the
+    saved position (every batch is a function of its position, so nothing changes).
+    """
 
+    def __init__(self, dataset, workers: int):
+        self._dataset, self._workers = dataset, workers
+        self._offset, self._consumed, self._it = 0, 0, None
+        self.restarts = 0
 
-def train_transform(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    top, left, h, w = random_resized_crop_box(image.shape[0], image.shape[1], rng)
-    out = resized_crop(image, top, left, h, w, size)
-    if rng.random() < 0.5:
-        out = out[:, ::-1]
-    return out
+    @property
+    def position(self) -> int:
+        """How many batches were taken, counted from the start of training."""
+        return self._offset + self._consumed
 
+    def _start(self, offset: int, grain_state=None) -> None:
+        self.close()
+        self._it = _iterate(self._dataset[offset:] if offset else self._dataset, self._workers)
+        self._offset, self._consumed = offset, 0
+        if grain_state is not None:
+            self._it.set_state(grain_state)
 
-def eval_transform(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
-    from PIL import Image
+    def seek(self, position: int) -> None:
+        """Continue at batch ``position``."""
+        if position != self.position or self._it is None:
+            self._start(position)
 
-    resize = int(math.floor(size / crop_fraction))
-    h, w = image.shape[:2]
-    if h < w:
-        nh, nw = resize, int(resize * w / h)
-    else:
-        nh, nw = int(resize * h / w), resize
-    pil = Image.fromarray(image).resize((nw, nh), Image.BILINEAR)
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-    return np.asarray(pil.crop((left, top, left + size, top + size)), np.uint8)
+    def __iter__(self):
+        return self
 
+    def __next__(self):
+        if self._it is None:
+            self._start(self._offset)
+        while True:
+            try:
+                batch = next(self._it)
+                break
+            except RuntimeError as e:
+                # a worker died (OOM killer, a signal): start new ones at the same position;
+                # the batches do not change (each is a function of its position)
+                if "terminated unexpectedly" not in str(e):
+                    raise
+                if self.restarts >= 3:
+                    raise RuntimeError(
+                        "data loading workers keep dying (3 restarts); lower "
+                        "--config.pipeline_workers or check memory"
+                    ) from None
+                self.restarts += 1
+                self._start(self.position)
+        self._consumed += 1
+        return batch
 
-def _load_batch(args, source=None):
-    indices, size, train, seed, epoch, bad_records = args
-    source = source if source is not None else _WORKER_SOURCE
-    images, labels, valid = [], [], []
-    for idx in indices:
-        try:
-            record = source[int(idx)]
-            image = np.asarray(record["image"], np.uint8)
-            if image.ndim == 2:
-                image = np.repeat(image[..., None], 3, axis=-1)
-            image = image[..., :3]
-            if train:
-                image = train_transform(image, size, np.random.default_rng([seed, epoch, int(idx)]))
-            else:
-                image = eval_transform(image, size)
-            images.append(image)
-            labels.append(int(record["label"]))
-            valid.append(True)
-        except Exception as e:
-            if bad_records != "skip":
-                raise ValueError(
-                    f"record {int(idx)} could not be decoded ({type(e).__name__}: "
-                    f"{str(e)[:120]}); set --config.bad_records=skip to skip such records"
-                ) from e
-            images.append(np.zeros((size, size, 3), np.uint8))
-            labels.append(0)
-            valid.append(False)  # masked out of the loss and metrics
-    return np.stack(images), np.asarray(labels, np.int32), np.asarray(valid)
+    def get_state(self) -> bytes:
+        if self._it is None:
+            self._start(self._offset)
+        return json.dumps(
+            {
+                "position": self.position,
+                "offset": self._offset,
+                "workers": self._workers,
+                "grain": self._it.get_state(),
+            }
+        ).encode()
+
+    def set_state(self, state: bytes) -> None:
+        s = json.loads(state)
+        if s["workers"] == self._workers:
+            self._start(int(s["offset"]), s["grain"])
+            self._consumed = int(s["position"]) - int(s["offset"])
+        else:
+            self._start(int(s["position"]))
+
+    def start_prefetch(self) -> None:  # called by grain's Orbax handler after a restore
+        pass
+
+    def close(self) -> None:
+        if self._it is not None and hasattr(self._it, "close"):
+            self._it.close()
+        self._it = None
 
 
 class StreamingLoader:
-    """Yields (images uint8, labels int32, valid bool) batches of this process's shard."""
+    """Batches of one split, this process's shard: dicts of ``image`` uint8 (B, S, S, 3),
+    ``label`` int32, ``valid`` bool (False: padding or a skipped record) and ``index``
+    (the record index, -1 for padding)."""
 
     def __init__(
         self,
@@ -145,112 +244,68 @@ class StreamingLoader:
         workers: int = 4,
         process_index: int = 0,
         process_count: int = 1,
-        prefetch: int = 4,
         bad_records: str = "error",
     ):
+        if bad_records not in ("error", "skip"):
+            raise ValueError(f"bad_records={bad_records!r}: expected 'error' or 'skip'")
         source = _open_source(dataset, split, data_dir)  # fails early with a clear line
-        self._source = source  # workers=0 reads through it
         self.num_examples = len(source)
         self.num_classes = int(source.dataset_info.features["label"].num_classes)
-        self.shard = np.arange(process_index, self.num_examples, process_count, dtype=np.int64)
-        self.dataset, self.split, self.data_dir = dataset, split, data_dir
         self.image_size, self.batch_size, self.train = image_size, batch_size, train
-        self.seed, self.workers, self.prefetch = seed, workers, prefetch
-        self.bad_records = bad_records
-        self.process_count = process_count
-        self._pool = None
-        self.restarts = 0
-        self._generation = 0
+        self.seed, self.workers = seed, workers
+        self.process_index, self.process_count = process_index, process_count
+        self._load = _Load(dataset, split, data_dir, image_size, train, seed, bad_records)
+
+    @property
+    def shard(self) -> np.ndarray:
+        """The record indices this process reads (training: the first ``n // processes``)."""
+        stop = self.process_count * (self.num_examples // self.process_count) if self.train else None
+        return np.arange(self.process_index, self.num_examples, self.process_count)[:stop]
 
     @property
     def steps_per_epoch(self) -> int:
         # every process takes the same number of steps: the smallest shard decides
         return (self.num_examples // self.process_count) // self.batch_size
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        if not self.train:
-            return self.shard
-        return self.shard[np.random.default_rng([self.seed, epoch]).permutation(len(self.shard))]
+    @property
+    def eval_steps(self) -> int:
+        # the largest shard decides; smaller ones are padded with masked examples
+        return math.ceil(math.ceil(self.num_examples / self.process_count) / self.batch_size)
 
-    def _pool_or_none(self):
-        if self.workers <= 0:
-            return None
-        if self._pool is None:
-            # an executor (not multiprocessing.Pool): a worker that dies (OOM killer, a signal)
-            # fails its batches with BrokenProcessPool instead of leaving them waiting forever
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.dataset, self.split, self.data_dir),
-            )
-        return self._pool
-
-    def _tasks(self, start_step: int) -> Iterator[tuple]:
+    def dataset(self):
+        """The grain ``MapDataset`` of batches: infinite for training, one pass for evaluation."""
+        grain = _grain()
         if self.train:
-            step = start_step
-            while True:
-                epoch, offset = divmod(step, max(self.steps_per_epoch, 1))
-                order = self.epoch_order(epoch)
-                idx = order[offset * self.batch_size : (offset + 1) * self.batch_size]
-                yield (idx, self.image_size, True, self.seed, epoch, self.bad_records), None
-                step += 1
-        else:
-            order = self.shard
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                pad = self.batch_size - len(idx)
-                yield (idx, self.image_size, False, self.seed, 0, self.bad_records), pad
+            length = self.num_examples // self.process_count
+            ds = grain.MapDataset.range(length).map(
+                _ShardIndex(self.process_index, self.process_count, 1 << 62)
+            )
+            ds = ds.shuffle(seed=self.seed).map_with_index(_WithEpoch(length))
+            ds = ds.map(self._load).batch(self.batch_size, drop_remainder=True)
+            return ds.repeat()
+        ds = grain.MapDataset.range(self.eval_steps * self.batch_size)
+        ds = ds.map(_ShardIndex(self.process_index, self.process_count, self.num_examples)).map(self._load)
+        return ds.batch(self.batch_size)
 
-    def batches(self, start_step: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        pending: collections.deque = collections.deque()
-        tasks = self._tasks(start_step)
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < max(self.prefetch, 1):
-                try:
-                    args, pad = next(tasks)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.append((args, self._submit(args), pad, self._generation))
-            if not pending:
-                return
-            args, result, pad, generation = pending.popleft()
-            images, labels, valid = self._result(args, result, generation)
-            if pad:
-                images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.uint8)])
-                labels = np.concatenate([labels, np.zeros((pad,), np.int32)])
-                valid = np.concatenate([valid, np.zeros((pad,), bool)])
-            yield images, labels, valid
+    def iterator(self) -> ResumableIterator:
+        """Training: the resumable iterator over every step's batch (position 0 = step 0)."""
+        if not self.train:
+            raise ValueError("iterator() is for training splits; use batches() to evaluate")
+        return ResumableIterator(self.dataset(), self.workers)
 
-    def _submit(self, args):
-        pool = self._pool_or_none()
-        return pool.submit(_load_batch, args) if pool else _load_batch(args, self._source)
-
-    def _result(self, args, result, generation: int):
-        if not isinstance(result, concurrent.futures.Future):
-            return result
+    def batches(self, start_step: int = 0) -> Iterator[dict]:
+        """Training: batches from ``start_step`` on (endless); evaluation: one pass."""
+        if self.train:
+            it = self.iterator()
+            it.seek(start_step)
+            try:
+                yield from it
+            finally:
+                it.close()
+            return
+        it = _iterate(self.dataset(), self.workers)
         try:
-            return result.result()
-        except (BrokenProcessPool, concurrent.futures.CancelledError):
-            # a worker died: start new ones and decode the lost batches again (same args,
-            # same augmentation: the randomness is a function of the indices, seed and epoch)
-            if generation == self._generation:  # the first batch of the broken pool to notice
-                self.close()
-                self._generation += 1
-                self.restarts += 1
-                if self.restarts > 3:
-                    raise RuntimeError(
-                        "data loading workers keep dying (3 restarts); lower "
-                        "--config.pipeline_workers or check memory"
-                    ) from None
-            return self._result(args, self._submit(args), self._generation)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            procs = list((getattr(self._pool, "_processes", None) or {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
-                proc.kill()  # do not wait for batches nobody will read
-            self._pool = None
+            yield from it
+        finally:
+            if hasattr(it, "close"):
+                it.close()

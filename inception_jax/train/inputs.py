@@ -92,12 +92,15 @@ class InMemoryData:
             self.config.eval_batch_size,
         )
 
+    checkpoint_item = None  # the data order is a function of the step alone
+
     def close(self) -> None:
         pass
 
 
 class StreamingData:
-    """A dataset streamed from disk by worker processes (ImageNet)."""
+    """A dataset streamed from disk by grain worker processes (ImageNet); the train
+    iterator's state is saved in every checkpoint (``checkpoint_item``)."""
 
     def __init__(self, config):
         from inception_jax.data.streaming import StreamingLoader
@@ -125,29 +128,43 @@ class StreamingData:
         self.steps_per_epoch = self.train_loader.steps_per_epoch
         self.skipped = 0
         self.max_label = -1
+        self.checkpoint_item = self.train_loader.iterator()  # position 0 = step 0
 
     def place(self, runner: Runner, start_step: int) -> None:
         self.runner = runner
-        self._batches = self.train_loader.batches(start_step)
+        if self.checkpoint_item.position != start_step:
+            if start_step:
+                print(
+                    f"The checkpoint of step {start_step} holds no input-pipeline state: the data "
+                    f"continues at step {start_step} by position",
+                    flush=True,
+                )
+            self.checkpoint_item.seek(start_step)
 
     def train_args(self, step: int) -> tuple:
-        images, labels, valid = next(self._batches)
+        self.checkpoint_item.seek(step)  # a no-op unless the loop skipped or repeated a step
+        batch = next(self.checkpoint_item)
         put = self.runner.put_local_batch
         # augmented on the host already: the ids only seed on-device augmentation, which is off
-        ids = np.zeros(len(labels), np.int32)
-        return put(images), put(labels), put(valid.astype(np.float32)), put(ids)
+        return (
+            put(batch["image"]),
+            put(batch["label"]),
+            put(np.asarray(batch["valid"], np.float32)),
+            put(batch["index"]),
+        )
 
     def evaluate(self, state) -> Dict[str, float]:
         total = None
         put = self.runner.put_local_batch
-        for images, labels, valid in self.eval_loader.batches():
-            m = self.runner.evaluate(state, put(images), put(labels), put(valid))
+        # every process runs the same number of batches (the smaller shards are padded)
+        for batch in self.eval_loader.batches():
+            valid = put(np.asarray(batch["valid"], bool))
+            m = self.runner.evaluate(state, put(batch["image"]), put(batch["label"]), valid)
             total = m if total is None else jax.tree_util.tree_map(jnp.add, total, m)
         return _summarise_eval(self.runner, total)
 
     def close(self) -> None:
-        self.train_loader.close()
-        self.eval_loader.close()
+        self.checkpoint_item.close()
 
 
 def open_data(config):

@@ -139,7 +139,7 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     tx = make_optimizer(config, schedule)
     init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
     state = create_train_state(model, init_rng, config_lib.input_size(config), tx)
-    state, start_step = ckpt.restore_latest(state)
+    state, start_step = ckpt.restore_latest(state, data=data.checkpoint_item)
     if start_step == 0 and config.init_from:
         state, note = init_from_pretrained(state, config)
         say(note)
@@ -190,7 +190,13 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
             float(schedule(step - 1)),
             partial=partial,
         )
-        ckpt.save(step, runner.unreplicate(state), eval_accuracy=ev["accuracy"], force=True)
+        ckpt.save(
+            step,
+            runner.unreplicate(state),
+            eval_accuracy=ev["accuracy"],
+            force=True,
+            data=data.checkpoint_item,
+        )
         epoch_metrics = None
 
     try:
@@ -211,7 +217,7 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
                 window, t_window = None, now
             if stop.requested or ckpt.reached_preemption(step):
                 stopped_by = stop.signal_name or "a preemption notice"
-                ckpt.save(step, runner.unreplicate(state), force=True)
+                ckpt.save(step, runner.unreplicate(state), force=True, data=data.checkpoint_item)
                 ckpt.wait()
                 logger.line(
                     f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
@@ -223,7 +229,7 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
                 and step % config.checkpoint_every_steps == 0
                 and step % steps_per_epoch != 0
             ):
-                ckpt.save(step, runner.unreplicate(state))
+                ckpt.save(step, runner.unreplicate(state), data=data.checkpoint_item)
             if step % steps_per_epoch == 0:
                 finish_epoch(step // steps_per_epoch - 1, partial=False)
                 t_window = time.time()
