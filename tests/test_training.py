@@ -71,9 +71,21 @@ def test_missing_dataset_names_dataset_dir_and_prepare_command(tmp_path):
     assert "cifar10" in msg and str(tmp_path) in msg and "python -m inception_jax.data.prepare" in msg
 
 
-def _train_py(workdir, *overrides):
+def test_cifar10_without_prepared_data_prints_the_command_to_prepare_it(tmp_path):
+    r = _train_py(tmp_path / "w", f"--config.data_dir={tmp_path}", config="configs/cifar10.py")
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.strip().splitlines() if "OpenCV" not in line]
+    assert lines == [
+        f"error: dataset 'cifar10' is not prepared: {tmp_path}/cifar10 does not exist; prepare it with: "
+        f"pip install -e '.[prepare]' && python -m inception_jax.data.prepare --dataset cifar10 "
+        f"--data_dir {tmp_path}"
+    ]
+    assert not list((tmp_path / "w").glob("checkpoints/*"))
+
+
+def _train_py(workdir, *overrides, config="configs/smoke.py"):
     return subprocess.run(
-        [sys.executable, "train.py", "--config", "configs/smoke.py", "--workdir", str(workdir), *overrides],
+        [sys.executable, "train.py", "--config", config, "--workdir", str(workdir), *overrides],
         cwd=ROOT,
         capture_output=True,
         text=True,

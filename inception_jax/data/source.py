@@ -44,6 +44,12 @@ def _data_source(dataset: str, split: str, data_dir: Optional[str]):
     import tensorflow_datasets as tfds
 
     searched = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    folder = os.path.join(os.path.expanduser(searched), dataset.split("/")[0].split(":")[0])
+    if not os.path.isdir(folder):
+        raise DatasetMissingError(
+            f"dataset {dataset!r} is not prepared: {folder} does not exist; "
+            + PREPARE_HINT.format(dataset=dataset, data_dir=searched)
+        )
     try:
         return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # tfds raises several types for a missing dataset or split
