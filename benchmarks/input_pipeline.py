@@ -75,8 +75,10 @@ def main() -> None:
     path = imagenet_like.build(args.data_dir, args.cifar_dir, args.num_train, 200)
     files = [os.path.join(path, f) for f in os.listdir(path) if "train.array_record" in f]
     mean_kb = sum(os.path.getsize(f) for f in files) / args.num_train / 1024
-    print(f"dataset: {path} ({args.num_train} train JPEGs 500x375 q90, {mean_kb:.0f} KB a record; "
-          f"{time.perf_counter() - t:.1f} s to build or open)")
+    print(
+        f"dataset: {path} ({args.num_train} train JPEGs 500x375 q90, {mean_kb:.0f} KB a record; "
+        f"{time.perf_counter() - t:.1f} s to build or open)"
+    )
     # this machine's speed drifts by +-20% within minutes: measure in rounds that
     # alternate the limit and each workers count, and report medians
     workers = [int(x) for x in args.workers.split(",")]
@@ -85,8 +87,10 @@ def main() -> None:
         limits.append(limit(args.data_dir, args.image_size, args.limit_images))
         for w in workers:
             rates[w].append(pipeline(args.data_dir, args.image_size, args.batch_size, w, args.batches))
-        print(f"round {r + 1}: limit {limits[-1]:,.0f} img/s; "
-              + "; ".join(f"workers {w}: {rates[w][-1]:,.0f}" for w in workers))
+        print(
+            f"round {r + 1}: limit {limits[-1]:,.0f} img/s; "
+            + "; ".join(f"workers {w}: {rates[w][-1]:,.0f}" for w in workers)
+        )
     one = float(np.median(limits))
     print(f"limit (1 process, decode + crop + resize + flip at {args.image_size}, median): {one:,.0f} img/s")
     rows = []
@@ -94,10 +98,14 @@ def main() -> None:
         rate = float(np.median(rates[w]))
         rows.append({"workers": w, "img_per_s": round(rate, 1), "limit_img_per_s": round(one, 1)})
         goal = 0.9 * max(w, 1) * one
-        print(f"workers {w} (median): {rate:,.0f} img/s = {rate / (max(w, 1) * one):.2f} x workers x limit "
-              f"(goal >= 0.90, {goal:,.0f} img/s)")
-    print(f"cores to feed googlenet at 13,000 img/s on one GPU: {13000 / one:.0f} "
-          f"(13,000 / the single-process limit of {one:,.0f} img/s)")
+        print(
+            f"workers {w} (median): {rate:,.0f} img/s = {rate / (max(w, 1) * one):.2f} x workers x limit "
+            f"(goal >= 0.90, {goal:,.0f} img/s)"
+        )
+    print(
+        f"cores to feed googlenet at 13,000 img/s on one GPU: {13000 / one:.0f} "
+        f"(13,000 / the single-process limit of {one:,.0f} img/s)"
+    )
     print(f"host cores here: {os.cpu_count()}")
     if args.json:
         with open(args.json, "w") as f:

@@ -74,7 +74,8 @@ def test_imagenet_config_trains_saves_resumes_and_evaluates(config, imagenet_lik
 
     evaluation = _train(config, tmp_path / "run", imagenet_like, cache, "--mode=eval")
     assert evaluation.returncode == 0, evaluation.stdout[-1500:] + evaluation.stderr[-1500:]
-    m = re.search(r"Checkpoint best \(step (\d+)\): Test Acc: ([\d.]+)%, Test Loss: ([\d.]+)", evaluation.stdout)
+    pattern = r"Checkpoint best \(step (\d+)\): Test Acc: ([\d.]+)%, Test Loss: ([\d.]+)"
+    m = re.search(pattern, evaluation.stdout)
     assert m, evaluation.stdout[-1500:]
     best = max(epochs, key=lambda e: e["eval_accuracy"])
     # 16 validation images: the accuracy is a multiple of 1/16, and the saved best
