@@ -121,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.top < 1 or args.batch_size < 1:
             raise ValueError(f"--top and --batch-size must be positive, got {args.top} and {args.batch_size}")
         cfg = pretrained.pretrained_config(args.model)
+        if cfg.source == "pytorch-fid":
+            raise ValueError(
+                f"{args.model} is the FID feature network (1008 outputs of the 2015 TensorFlow "
+                "graph, not named here); score images with python -m inception_jax.fid"
+            )
         batch = pretrained.preprocess(list(args.images), cfg)
         model, variables = pretrained.load_pretrained(args.model, args.weights, download=not args.no_download)
         if model.num_classes != cfg.num_classes:

@@ -16,7 +16,15 @@ SMALL_SIZES = {
 }
 
 
+# Inference-only networks: not trained, so not in the per-model training checks;
+# test_fid checks fid_inception_v3 against pytorch-fid block by block.
+FEATURE_EXTRACTORS = ("fid_inception_v3",)
+
+
 def package_models():
+    """The trainable models the package registers."""
     return sorted(
-        n for n in models.list_models() if models.get_info(n).builder.__module__.startswith("inception_jax.")
+        n
+        for n in models.list_models()
+        if models.get_info(n).builder.__module__.startswith("inception_jax.") and n not in FEATURE_EXTRACTORS
     )

@@ -6,6 +6,7 @@ Importing this package registers every model.
 from inception_jax.models import (  # noqa: F401
     bn_inception,
     cifar,
+    fid_inception,
     googlenet,
     inception_resnet_v2,
     inception_v3,
@@ -13,6 +14,7 @@ from inception_jax.models import (  # noqa: F401
 )
 from inception_jax.models.bn_inception import BNInception
 from inception_jax.models.cifar import InceptionCIFAR
+from inception_jax.models.fid_inception import FIDInceptionV3
 from inception_jax.models.googlenet import GoogLeNet
 from inception_jax.models.inception_resnet_v2 import InceptionResNetV2
 from inception_jax.models.inception_v3 import InceptionV3
@@ -32,4 +34,5 @@ __all__ = [
     "InceptionV3",
     "InceptionV4",
     "InceptionResNetV2",
+    "FIDInceptionV3",
 ]
