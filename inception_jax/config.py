@@ -50,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 50
     c.num_train_steps = -1  # -1: derive from num_epochs
     c.stop_at_step = -1  # stop early (with a checkpoint) after this step; resumable
+    c.steps_per_call = 1  # in-memory data: k train steps in one compiled call (lax.scan);
+    # fewer Python dispatches per step, the same params
     # optimisation
     c.optimizer = "adam"
     c.learning_rate = 1e-3
@@ -123,9 +125,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         bad("cpu_kernels", "'auto', True or False")
     if config.bad_records not in ("error", "skip"):
         bad("bad_records", "'error' or 'skip'")
-    for key in ("batch_size", "eval_batch_size", "image_size"):
+    for key in ("batch_size", "eval_batch_size", "image_size", "steps_per_call"):
         if not isinstance(config[key], int) or config[key] < 1:
             bad(key, "a positive integer")
+    if config.steps_per_call > 1 and (uses_streaming(config) or config.parallel != "shard_map"):
+        bad("steps_per_call", "1 with a streaming dataset or parallel='pmap' (k > 1 needs in-memory data)")
     if config.num_train_steps == -1 and not config.num_epochs > 0:
         bad("num_epochs", "> 0 (or set num_train_steps)")
     if config.learning_rate <= 0:

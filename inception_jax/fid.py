@@ -412,6 +412,16 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             raise FIDError(f"--resize {args.resize}: expected one of {', '.join(RESIZE_MODES)}")
         if args.batch_size < 1:
             raise FIDError(f"--batch-size {args.batch_size}: expected a positive number")
+        # the paths before the network: a typo fails in a second, not after loading it
+        for i, path in enumerate(args.paths):
+            if args.save_stats and i == 1:
+                if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                    raise FIDError(f"{path}: its folder does not exist")
+            elif path.endswith(".npz"):
+                if not os.path.isfile(path):
+                    raise FIDError(f"{path}: no such statistics file")
+            else:
+                list_images(path)
         net = FIDNetwork.load(args.weights)
         kw = dict(dims=args.dims, batch_size=args.batch_size, resize=args.resize, progress=True)
         if args.save_stats:

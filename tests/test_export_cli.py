@@ -24,6 +24,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow  # 35 s: export, then three compiles
 def test_exported_googlenet_equals_torchvision(tmp_path):
     from jax import export
 

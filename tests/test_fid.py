@@ -107,6 +107,7 @@ def folders(tmp_path_factory):
     return _write_images(root / "a", 90, 0), _write_images(root / "b", 90, 1)
 
 
+@pytest.mark.slow  # 60 s: 180 images through both networks
 def test_folder_statistics_and_fid_equal_pytorch_fid(torch_fid_net, weights_file, folders, tmp_path):
     """dims 64 (block 0, average-pooled): 90 images per folder, so sigma is well conditioned."""
     model = _torch_wrapper(torch_fid_net, [0])
@@ -237,6 +238,7 @@ def _check(*args, env=None):
     )
 
 
+@pytest.mark.slow  # 55 s: three processes
 def test_activations_sharded_over_4_devices_and_2_processes_equal_one_device(tmp_path):
     """10 images (not a multiple of the 4 devices or the 2 processes): each computed once,
     in order, equal to one device's result."""

@@ -200,6 +200,7 @@ def _example_log(path):
     return steps
 
 
+@pytest.mark.slow  # 70 s: three train.py runs
 @pytest.mark.needs_cifar
 def test_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_examples(tmp_path, xla_cache):
     streaming = dict(
@@ -230,8 +231,15 @@ def test_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_examples(tm
     for line in proc.stdout:  # step 14 reported: the checkpoint of step 12 has committed
         if re.search(r"step 14/", line):
             break
+    import psutil
+
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers, "no grain worker processes"
     proc.kill()
     proc.wait()
+    # the killed run's decoding workers die with it (they would hold memory and the pipe)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.pid for p in alive]
     assert steps_in(tmp_path / "crash")[-1] == 12
     again = run(
         flags(tmp_path / "crash", xla_cache, total, **streaming),

@@ -35,7 +35,12 @@ def _check(got, want):
     "name,size,names",
     [
         ("googlenet", 64, ["conv1", "conv3", "inception3b", "inception4e", "inception5b.branch4"]),
-        ("inception_v3", 75, ["Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c.branch_pool"]),
+        pytest.param(
+            "inception_v3",
+            75,
+            ["Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c.branch_pool"],
+            marks=pytest.mark.slow,  # 20 s
+        ),
     ],
 )
 def test_taps_equal_torchvision_feature_extractor(name, size, names):
@@ -66,6 +71,7 @@ def _timm(name, size, **kw):
     _check(got, dict(zip(names, outs)))
 
 
+@pytest.mark.slow  # 20 s: inception_v3
 def test_taps_equal_timm_features_only_inception_v3():
     _timm("inception_v3", 75)
 

@@ -175,6 +175,66 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_several_steps_per_call_give_the_params_of_one_step_per_call(tmp_path):
+    """The loop with steps_per_call=3, log_every_steps=4 and 8 steps an epoch runs calls of
+    3 and 1 steps (scanned and plain) across an epoch boundary: the same params as 12 calls
+    of one step, exactly."""
+    import reliability_worker  # noqa: F401  (registers tiny_inception)
+
+    cfg = dict(num_epochs=-1, num_train_steps=12, synthetic_examples=256, batch_size=32, **TINY)
+    one = training.train_and_evaluate(smoke_config(**cfg), str(tmp_path / "one"))
+    three = training.train_and_evaluate(smoke_config(steps_per_call=3, **cfg), str(tmp_path / "three"))
+    assert one["step"] == three["step"] == 12
+    for tree in ("params", "batch_stats", "opt_state"):
+        a = jax.tree_util.tree_leaves(getattr(one["state"], tree))
+        b = jax.tree_util.tree_leaves(getattr(three["state"], tree))
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+
+
+@pytest.mark.slow  # 75 s: a float64 googlenet_cifar
+def test_one_call_of_four_steps_equals_four_calls_in_float64():
+    """googlenet_cifar with aux heads, dropout and on-device crop/flip, in float64 (where
+    rounding cannot hide a different update): Runner.train_many of 4 steps against 4
+    Runner.train calls from the same state and batches."""
+    import jax.numpy as jnp
+    import optax
+    from numerics import tree_rel_l2
+
+    with jax.enable_x64(True):
+        c = smoke_config(model="googlenet_cifar", image_size=16, optimizer="sgd", learning_rate=0.05)
+        model = training.build_model(c, 10).clone(dtype=jnp.float64)
+        tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+        state0 = jax.tree_util.tree_map(
+            lambda a: a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a,
+            jax.tree_util.tree_map(
+                np.asarray, training.create_train_state(model, jax.random.PRNGKey(0), 16, tx)
+            ),
+        )
+        rng = np.random.RandomState(0)
+        images = rng.randint(0, 256, (64, 16, 16, 3)).astype(np.uint8)
+        labels = rng.randint(0, 10, 64).astype(np.int32)
+        order = rng.permutation(64).astype(np.int32).reshape(4, 16)
+        r = training.Runner(model, training.step_config(c), "shard_map")
+        imgs, lbls, key = (
+            r.put_replicated(images),
+            r.put_replicated(labels),
+            r.put_replicated(jax.random.PRNGKey(1)),
+        )
+        ones = r.put_batch(np.ones(16, np.float64))
+        st, total = r.put_replicated(state0), None
+        for idx in order:
+            ids = r.put_batch(idx)
+            st, m = r.train(st, *r.gather(imgs, lbls, ids), ones, ids, key)
+            total = m if total is None else jax.tree_util.tree_map(jnp.add, total, m)
+        many, m4 = r.train_many(r.put_replicated(state0), imgs, lbls, r.put_steps(order), ones, key)
+        assert tree_rel_l2(many.params, st.params) < 1e-10
+        assert tree_rel_l2(many.batch_stats, st.batch_stats) < 1e-10
+        assert tree_rel_l2(st.params, state0.params) > 1e-3  # the steps moved the params
+        assert r.metrics(m4)["loss_sum"] == pytest.approx(r.metrics(total)["loss_sum"], rel=1e-10)
+
+
 def test_nan_loss_stops_with_a_clear_error_keeping_the_last_checkpoint(tmp_path):
     import reliability_worker  # noqa: F401  (registers tiny_inception)
 

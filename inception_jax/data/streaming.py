@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import sys
 from typing import Iterator, Optional
 
 import numpy as np
@@ -130,13 +133,29 @@ class _WithEpoch:
         return (int(position) // self.length, int(index))
 
 
+def _die_with_parent(worker_index: int, worker_count: int) -> None:
+    """Runs first in each grain worker: on Linux the worker is then killed when the
+    process that started it dies, even by SIGKILL, so a killed run leaves no decoding
+    processes behind (holding memory and its output pipe)."""
+    del worker_index, worker_count
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 def _iterate(ds, workers: int):
     """An iterator over a ``MapDataset`` of batches: ``workers`` processes (each decoding
     in one thread, batches returned in shared memory), or this process for 0."""
     grain = _grain()
     if workers > 0:
         it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=4))
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=4),
+            worker_init_fn=_die_with_parent,
+        )
     else:
         it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     return iter(it_ds)

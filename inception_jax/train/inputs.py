@@ -82,6 +82,20 @@ class InMemoryData:
         images, labels = self.runner.gather(self.images, self.labels, idx)
         return images, labels, self._ones, idx
 
+    def train_steps_args(self, step: int, n: int) -> tuple:
+        """The arguments of ``Runner.train_many`` for steps ``step .. step + n - 1`` (of one
+        epoch): the dataset on the devices and each step's indices."""
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        assert offset + n <= self.steps_per_epoch, "a call of several steps stays in one epoch"
+        if epoch != self._perm_epoch:
+            self._perm = epoch_permutation(self.config.seed, epoch, self.num_train)
+            self._perm_epoch = epoch
+        b = self.config.batch_size
+        idx = self._perm[offset * b : (offset + n) * b].reshape(n, b)
+        if self._ones is None:
+            self._ones = self.runner.put_batch(np.ones(b, np.float32))
+        return self.images, self.labels, self.runner.put_steps(idx), self._ones
+
     def evaluate(self, state) -> Dict[str, float]:
         return evaluate(
             self.runner,

@@ -200,9 +200,14 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         epoch_metrics = None
 
     try:
-        while step < min(total_steps, stop_at):
-            state, m = runner.train(state, *data.train_args(step), data_key)
-            step += 1
+        end = min(total_steps, stop_at)
+        while step < end:
+            n = _steps_this_call(config, step, end, steps_per_epoch)
+            if n > 1:
+                state, m = runner.train_many(state, *data.train_steps_args(step, n), data_key)
+            else:
+                state, m = runner.train(state, *data.train_args(step), data_key)
+            step += n
             # A save started after the previous step commits while this one computes; any
             # reported step after a checkpoint step means that checkpoint is on disk.
             ckpt.wait()
@@ -254,6 +259,19 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         "state": runner.unreplicate(state),
         "stopped_by": stopped_by,
     }
+
+
+def _steps_this_call(config, step: int, end: int, steps_per_epoch: int) -> int:
+    """How many steps the next call runs: ``steps_per_call``, cut short so that every step
+    at which the loop logs, checkpoints, evaluates or stops ends a call."""
+    k = config.steps_per_call
+    if k <= 1:
+        return 1
+    stops = [end, (step // steps_per_epoch + 1) * steps_per_epoch]
+    for every in (config.log_every_steps, config.checkpoint_every_steps):
+        if every > 0:
+            stops.append((step // every + 1) * every)
+    return max(1, min(k, min(stops) - step))
 
 
 def _already_complete(config, workdir, state, runner, data, logger, step, total_steps):

@@ -60,6 +60,27 @@ class Runner:
                 )
             )
             self._gather = jax.jit(gather, out_shardings=(self.sharded, self.sharded))
+
+            def many(state, images, labels, indices, weights, key):
+                # k steps in one program: this device's examples of each step gathered from
+                # the dataset held on it, then the same per-device step as ``train``
+                def body(state, idx):
+                    return step(state, images[idx], labels[idx], weights, idx, key)
+
+                state, ms = jax.lax.scan(body, state, indices)
+                return state, jax.tree_util.tree_map(lambda m: m.sum(axis=0), ms)
+
+            self._train_many = jax.jit(
+                jax.shard_map(
+                    many,
+                    mesh=self.mesh,
+                    in_specs=(P(), P(), P(), P(None, AXIS), batch, P()),
+                    out_specs=(P(), P()),
+                    check_vma=False,
+                ),
+                donate_argnums=(0,),
+            )
+            self.steps_sharded = NamedSharding(self.mesh, P(None, AXIS))
         elif parallel == "pmap":
             self._train = jax.pmap(
                 step, axis_name=AXIS, in_axes=(0, 0, 0, 0, 0, None), donate_argnums=(0,), devices=self.devices
@@ -102,6 +123,19 @@ class Runner:
     # -- steps --
     def train(self, state, *args):
         return self._train(state, *args)
+
+    def train_many(self, state, images, labels, indices, weights, key):
+        """``indices.shape[0]`` train steps in one call (shard_map only): ``images`` and
+        ``labels`` the dataset placed with ``put_replicated``, ``indices`` (steps, batch)
+        from ``put_steps``; returns the state and the steps' summed metrics."""
+        return self._train_many(state, images, labels, indices, weights, key)
+
+    def put_steps(self, array: np.ndarray):
+        """(steps, global batch) indices, the same on every process, split along the batch."""
+        if jax.process_count() > 1:
+            per = array.shape[1] // jax.process_count()
+            array = array[:, jax.process_index() * per : (jax.process_index() + 1) * per]
+        return jax.make_array_from_process_local_data(self.steps_sharded, array)
 
     def evaluate(self, state, *args):
         return self._eval(state, *args)
