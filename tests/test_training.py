@@ -252,6 +252,13 @@ def test_nan_loss_stops_with_a_clear_error_keeping_the_last_checkpoint(tmp_path)
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 4.*step 2\) is kept"):
         training.train_and_evaluate(smoke_config(learning_rate=1e30, **cfg), str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+    # a checkpoint step that is no logging step: the save itself refuses the state
+    rare_logs = dict(cfg, log_every_steps=100, synthetic_examples=256)  # step 4 ends no epoch
+    with pytest.raises(
+        FloatingPointError, match=r"the state at step 4 is not finite .*not saved.*step 2\) is kept"
+    ):
+        training.train_and_evaluate(smoke_config(learning_rate=1e30, **rare_logs), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
 
 def test_resuming_with_another_model_is_refused(tmp_path):
