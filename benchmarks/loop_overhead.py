@@ -26,8 +26,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -63,7 +61,7 @@ def bare(steps: int, gather: bool) -> float:
         state, m = runner.train(state, *args, key)
     jax.block_until_ready(state)
     t = time.perf_counter()
-    for s in range(steps):
+    for _ in range(steps):
         if gather:
             images, labels = runner.gather(data.images, data.labels, args[3])
             state, m = runner.train(state, images, labels, args[2], args[3], key)
@@ -107,7 +105,9 @@ def main():
     base = rows[0]["steps_per_s"]
     for r in rows:
         r["steps_per_s"] = round(r["steps_per_s"], 1)
-        print(f"{r['what']:<36} {r['steps_per_s']:>8,.1f} steps/s  ({r['steps_per_s'] / base:.2f} x bare step)")
+        print(
+            f"{r['what']:<36} {r['steps_per_s']:>8,.1f} steps/s  ({r['steps_per_s'] / base:.2f} x bare step)"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
