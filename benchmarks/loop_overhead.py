@@ -36,8 +36,10 @@ def config(steps, steps_per_call=1):
 
     c = get_config()
     c.model, c.image_size, c.batch_size = "tiny_inception", 8, 32
-    c.synthetic_examples, c.num_epochs, c.num_train_steps = 4096, -1, steps
+    # one epoch longer than the run: no evaluation, end-of-epoch save or plot in the timing
+    c.synthetic_examples, c.num_epochs, c.num_train_steps = 32 * (steps + 64), -1, steps
     c.log_every_steps, c.steps_per_call, c.checkpoint_every_steps = 50, steps_per_call, 0
+    c.eval_batch_size = 32
     return c
 
 
@@ -88,7 +90,7 @@ def loop(steps: int, steps_per_call: int) -> float:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--steps-per-call", default="1,10,50")
+    p.add_argument("--steps-per-call", default="1,10,25")
     p.add_argument("--json", default="")
     args = p.parse_args()
     import reliability_worker  # noqa: F401  (registers tiny_inception)

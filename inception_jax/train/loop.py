@@ -208,12 +208,13 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
             else:
                 state, m = runner.train(state, *data.train_args(step), data_key)
             step += n
-            # A save started after the previous step commits while this one computes; any
-            # reported step after a checkpoint step means that checkpoint is on disk.
-            ckpt.wait()
             epoch_metrics = m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
             window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
             if step % config.log_every_steps == 0 or step == total_steps:
+                # A save commits while the following steps compute; it is waited for only
+                # here and before the next save, so a reported step after a checkpoint step
+                # still means that checkpoint is on disk.
+                ckpt.wait()
                 w = runner.metrics(window)
                 loss = w["loss_sum"] / max(w["count"], 1)
                 _check_finite(loss, f"at step {step}", ckpt)
@@ -262,8 +263,9 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
 
 
 def _steps_this_call(config, step: int, end: int, steps_per_epoch: int) -> int:
-    """How many steps the next call runs: ``steps_per_call``, cut short so that every step
-    at which the loop logs, checkpoints, evaluates or stops ends a call."""
+    """How many steps the next call runs: ``steps_per_call`` when they all come before the
+    next step at which the loop logs, checkpoints, evaluates or stops, else 1 (two
+    compiled programs, whatever the boundaries)."""
     k = config.steps_per_call
     if k <= 1:
         return 1
@@ -271,7 +273,7 @@ def _steps_this_call(config, step: int, end: int, steps_per_epoch: int) -> int:
     for every in (config.log_every_steps, config.checkpoint_every_steps):
         if every > 0:
             stops.append((step // every + 1) * every)
-    return max(1, min(k, min(stops) - step))
+    return k if step + k <= min(stops) else 1
 
 
 def _already_complete(config, workdir, state, runner, data, logger, step, total_steps):
