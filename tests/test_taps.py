@@ -2,6 +2,8 @@
 ``features_only`` outputs at the same names (same random weights, random BatchNorm
 statistics, eval mode)."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -62,7 +64,14 @@ def _timm(name, size, **kw):
     torch_refs.randomize_batchnorm(full)
     full.eval()
     feats = timm.create_model(name, pretrained=False, features_only=True, **kw).eval()
-    feats.load_state_dict(full.state_dict(), strict=False)
+    # the same weights: features_only flattens nn.Sequential paths ("features.2" -> "features_2")
+    full_sd = full.state_dict()
+    feats.load_state_dict(
+        {
+            k: full_sd[k if k in full_sd else re.sub(r"^(\w+?)_(\d+)\.", r"\1.\2.", k)]
+            for k in feats.state_dict()
+        }
+    )
     names = feats.feature_info.module_name()
     variables_kw = {"aux_logits": False} if name == "inception_v3" else {}
     x, got = _ours(name, full, size, names, **variables_kw)
