@@ -476,11 +476,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_path, xla_cache):
+def _two_processes(args, timeout):
+    """Runs ``args`` as the 2 processes of one jax.distributed job on localhost; returns
+    their outputs, after both exited 0 (a hang is killed after ``timeout`` and fails)."""
     port = _free_port()
     procs = [
         subprocess.Popen(
-            flags(tmp_path / "two", xla_cache, 6),
+            args,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -495,8 +497,17 @@ def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_pa
         )
         for i in range(2)
     ]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()  # processes waiting on each other would otherwise stay
     assert [p.returncode for p in procs] == [0, 0], outs[0][-1500:] + outs[1][-1500:]
+    return outs
+
+
+def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_path, xla_cache):
+    outs = _two_processes(flags(tmp_path / "two", xla_cache, 6), timeout=300)
     one = run(flags(tmp_path / "one", xla_cache, 6))
     assert one.returncode == 0, one.stderr[-1500:]
     # each process fed half of every global batch of 32 (its own shard of the batch)
@@ -531,30 +542,7 @@ def test_two_streaming_processes_evaluate_every_example_once_over_uneven_shards(
         num_classes=10,
         eval_batch_size=16,
     )
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            flags(tmp_path / "two", xla_cache, 4, **cfg),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            env=dict(
-                os.environ,
-                JAX_PLATFORMS="cpu",
-                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                JAX_NUM_PROCESSES="2",
-                JAX_PROCESS_ID=str(i),
-            ),
-        )
-        for i in range(2)
-    ]
-    try:
-        outs = [p.communicate(timeout=180)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()  # a hung evaluation would leave them waiting for each other
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-1500:] + outs[1][-1500:]
+    _two_processes(flags(tmp_path / "two", xla_cache, 4, **cfg), timeout=180)
     with open(tmp_path / "two" / "metrics.jsonl") as f:
         last = [json.loads(line) for line in f][-1]
 

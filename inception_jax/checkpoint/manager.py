@@ -21,7 +21,6 @@ Faults handled here (docs/reliability.md):
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import shutil
@@ -76,8 +75,6 @@ class Checkpointer:
         self.log = log
         self.read_only = read_only
         self._pending: Optional[int] = None
-        self._future = None
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
         if not read_only:
             try:
                 os.makedirs(workdir, exist_ok=True)
@@ -154,31 +151,19 @@ class Checkpointer:
         return self.latest.latest_step()
 
     def save(self, step: int, state, eval_accuracy: Optional[float] = None, force: bool = False, data=None):
-        """Starts a save of ``state`` at ``step`` and returns: the training thread only
-        queues an on-device copy of the state (the next step may donate its buffers) and
-        reads the iterator ``data``'s state (streaming; saved in the same checkpoint). The
-        host copy, the checksums, the finiteness check and Orbax's write run on a
-        background thread (one process; with several, on this one); :meth:`wait` joins
-        them."""
+        """Starts an asynchronous save of ``state`` at ``step`` (see :meth:`wait`), with the
+        input pipeline's iterator ``data`` (streaming) in the same checkpoint. A state with
+        a non-finite array is not saved (FloatingPointError)."""
         self.wait()  # one save in flight at a time; surfaces the previous one's error
-        tree = jax.tree_util.tree_map(
-            lambda x: x.copy() if isinstance(x, jax.Array) else x, _state_tree(state)
-        )
         frozen = _FrozenState(data.get_state()) if data is not None else None
         best = eval_accuracy is not None and eval_accuracy > self.best_accuracy
         if best:
             self.best_accuracy = eval_accuracy
         self._pending = step
-        accuracy = eval_accuracy if best else None
-        if jax.process_count() > 1:
-            # Orbax's save runs cross-process collectives, which must not interleave with
-            # the training step's on another thread: several processes save on this one
-            self._save(step, tree, accuracy, force, frozen)
-        else:
-            self._future = self._worker.submit(self._save, step, tree, accuracy, force, frozen)
+        self._save(step, _state_tree(state), eval_accuracy if best else None, force, frozen)
 
     def _save(self, step: int, tree, eval_accuracy, force: bool, data) -> None:
-        sums = checksums(tree)  # the host copy happens here
+        sums = checksums(tree)
         bad = [k for k, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if not _finite(leaf)]
         if bad:
             raise FloatingPointError(
@@ -202,10 +187,7 @@ class Checkpointer:
         failed, FloatingPointError if the state was not finite (nothing saved)."""
         if self._pending is None:
             return
-        future, self._future = self._future, None
         try:
-            if future is not None:
-                future.result()
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
         except (CheckpointWriteError, FloatingPointError):
@@ -384,14 +366,13 @@ class Checkpointer:
             return False
 
     def close(self) -> None:
-        self._worker.shutdown(wait=True)
         self.latest.close()
         self.best.close()
 
 
 class _FrozenState:
     """An iterator's state read at save time, for grain's checkpoint handler (which calls
-    ``get_state()`` when it writes, on the background thread, after training moved on)."""
+    ``get_state()`` when it writes)."""
 
     def __init__(self, state: bytes):
         self._state = state
