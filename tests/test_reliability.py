@@ -525,6 +525,7 @@ def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_pa
     assert "Resumed from step 6" in more.stdout and steps_in(tmp_path / "two")[-1] == 8
 
 
+@pytest.mark.slow  # 30 s: two train.py processes and an evaluation
 @pytest.mark.needs_cifar
 def test_two_streaming_processes_evaluate_every_example_once_over_uneven_shards(tmp_path, xla_cache):
     """Two jax.distributed processes stream their own shards; the eval split has 33

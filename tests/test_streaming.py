@@ -146,6 +146,7 @@ def test_eval_shards_cover_every_example_once_and_run_the_same_number_of_batches
         assert sorted(seen) == list(range(101))
 
 
+@pytest.mark.slow  # 35 s: a train.py run; the kill test and the ImageNet config tests stream too
 @needs_cifar
 def test_streaming_training_run_with_worker_processes(tmp_path):
     sys.path.insert(0, ROOT)
