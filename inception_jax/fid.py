@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -156,6 +157,7 @@ _WEIGHTS_HINT = (
 )
 
 
+@functools.lru_cache(maxsize=8)  # one compile for both folders of a FID
 def _block_fn(model, dims: int, resize: bool, size: int):
     import jax
     import jax.numpy as jnp
