@@ -155,16 +155,10 @@ class Checkpointer:
         input pipeline's iterator ``data`` (streaming) in the same checkpoint. A state with
         a non-finite array is not saved (FloatingPointError)."""
         self.wait()  # one save in flight at a time; surfaces the previous one's error
-        frozen = _FrozenState(data.get_state()) if data is not None else None
-        best = eval_accuracy is not None and eval_accuracy > self.best_accuracy
-        if best:
-            self.best_accuracy = eval_accuracy
-        self._pending = step
-        self._save(step, _state_tree(state), eval_accuracy if best else None, force, frozen)
-
-    def _save(self, step: int, tree, eval_accuracy, force: bool, data) -> None:
-        sums = checksums(tree)
-        bad = [k for k, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if not _finite(leaf)]
+        tree = _state_tree(state)
+        host = jax.tree_util.tree_map(_host, tree)  # one host copy: checksums and finiteness
+        sums = checksums(host)
+        bad = [k for k, a in jax.tree_util.tree_flatten_with_path(host)[0] if not _finite(a)]
         if bad:
             raise FloatingPointError(
                 f"the state at step {step} is not finite ({len(bad)} array(s), e.g. "
@@ -172,27 +166,27 @@ class Checkpointer:
                 f"{self.latest.latest_step()}) is kept. Lower --config.learning_rate or enable "
                 "--config.grad_clip_norm"
             )
+        frozen = _FrozenState(data.get_state()) if data is not None else None
         try:
             if step not in self.latest.all_steps():
-                self.latest.save(step, args=_save_args(tree, sums, data), force=force)
-            if eval_accuracy is not None:
+                self.latest.save(step, args=_save_args(tree, sums, frozen), force=force)
+                self._pending = step
+            if eval_accuracy is not None and eval_accuracy > self.best_accuracy:
                 self.best.save(
                     step, args=_save_args(tree, sums), metrics={"accuracy": float(eval_accuracy)}, force=True
                 )
+                self.best_accuracy = eval_accuracy
+                self._pending = step
         except Exception as e:
             self._failed(step, e)
 
     def wait(self) -> None:
-        """Blocks until the save in flight has committed; raises CheckpointWriteError if it
-        failed, FloatingPointError if the state was not finite (nothing saved)."""
+        """Blocks until the save in flight has committed; raises CheckpointWriteError if it failed."""
         if self._pending is None:
             return
         try:
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
-        except (CheckpointWriteError, FloatingPointError):
-            self._pending = None
-            raise
         except Exception as e:
             step, self._pending = self._pending, None
             self._failed(step, e)
@@ -381,8 +375,7 @@ class _FrozenState:
         return self._state
 
 
-def _finite(leaf) -> bool:
-    a = _host(leaf)
+def _finite(a: np.ndarray) -> bool:
     return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
 
 
