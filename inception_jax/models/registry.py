@@ -134,14 +134,24 @@ def create(
 
 def init(model, rng, input_shape, dtype=jnp.float32):
     """``model.init`` for an input of ``input_shape``, compiled once without XLA backend
-    optimisation: initialisation runs a single time, so compiling it fast (about 2x
-    sooner on CPU) matters more than running it fast. Returns the variables dict."""
+    optimisation (``run_once``). Returns the variables dict."""
     import jax  # local: keep the registry import-light
 
     x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
-    lowered = jax.jit(lambda rng, x: model.init(rng, x, train=False)).lower(rng, x)
+    return run_once(lambda rng, x: model.init(rng, x, train=False), rng, x)
+
+
+def run_once(fn, *args):
+    """``fn(*args)`` as one compiled program, compiled without XLA backend optimisation:
+    for work that runs a single time (initialisation), compiling fast (about 2x sooner
+    on a CPU) matters more than running fast. ``jax.ShapeDtypeStruct`` arguments are
+    passed as zeros."""
+    import jax
+
+    lowered = jax.jit(fn).lower(*args)
     try:
         compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
     except Exception:  # a backend that does not take the option
         compiled = lowered.compile()
-    return compiled(rng, jnp.zeros(x.shape, dtype))
+    concrete = [jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in args]
+    return compiled(*concrete)
