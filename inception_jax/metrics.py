@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -16,19 +17,41 @@ from typing import Dict, List, Optional
 
 
 class EventWriter:
-    """Scalars for TensorBoard, written by tensorboardX's SummaryWriter."""
+    """Scalars for TensorBoard, written by tensorboardX's SummaryWriter.
+
+    tensorboardX imports PyTorch when it is installed (1.5-2 s), so the writer is
+    made on a background thread from the start, which overlaps that with the first
+    step's compilation; the first write waits for it (and raises its error, if any)."""
 
     def __init__(self, logdir: str):
-        from tensorboardX import SummaryWriter
+        self._writer = None
+        self._error: Optional[BaseException] = None
+        self._ready = threading.Thread(target=self._open, args=(logdir,), name="tensorboard-writer", daemon=True)
+        self._ready.start()
 
-        self._writer = SummaryWriter(logdir, flush_secs=10)
+    def _open(self, logdir: str) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(logdir, flush_secs=10)
+        except BaseException as e:  # noqa: BLE001 (raised again on the first write)
+            self._error = e
+
+    def _get(self):
+        self._ready.join()
+        if self._error is not None:
+            raise self._error
+        return self._writer
 
     def scalars(self, step: int, values: Dict[str, float]) -> None:
+        writer = self._get()
         for tag, value in values.items():
-            self._writer.add_scalar(tag, float(value), step)
+            writer.add_scalar(tag, float(value), step)
 
     def close(self) -> None:
-        self._writer.close()
+        self._ready.join()
+        if self._writer is not None:
+            self._writer.close()
 
 
 # (record key, label) per panel; accuracies are plotted in percent
