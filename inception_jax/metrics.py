@@ -26,7 +26,9 @@ class EventWriter:
     def __init__(self, logdir: str):
         self._writer = None
         self._error: Optional[BaseException] = None
-        self._ready = threading.Thread(target=self._open, args=(logdir,), name="tensorboard-writer", daemon=True)
+        self._ready = threading.Thread(
+            target=self._open, args=(logdir,), name="tensorboard-writer", daemon=True
+        )
         self._ready.start()
 
     def _open(self, logdir: str) -> None:

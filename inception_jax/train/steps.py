@@ -21,7 +21,6 @@ import optax
 from flax.training import train_state
 from jax import lax
 
-from inception_jax import models
 from inception_jax.backends import cpu as cpu_backend
 from inception_jax.data import augment
 from inception_jax.models.registry import run_once
