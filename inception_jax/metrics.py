@@ -19,40 +19,48 @@ from typing import Dict, List, Optional
 class EventWriter:
     """Scalars for TensorBoard, written by tensorboardX's SummaryWriter.
 
-    tensorboardX imports PyTorch when it is installed (1.5-2 s), so the writer is
-    made on a background thread from the start, which overlaps that with the first
-    step's compilation; the first write waits for it (and raises its error, if any)."""
+    tensorboardX imports PyTorch (and boto3) when they are installed: 1.5-4 s. So
+    nothing is imported before the first write: that starts a background thread which
+    imports it and opens the writer while training goes on, and writes are queued
+    until the writer is open. An error opening it is raised by the next write (or
+    ``close``)."""
 
     def __init__(self, logdir: str):
+        self._logdir = logdir
         self._writer = None
         self._error: Optional[BaseException] = None
-        self._ready = threading.Thread(
-            target=self._open, args=(logdir,), name="tensorboard-writer", daemon=True
-        )
-        self._ready.start()
+        self._pending: List[tuple] = []
+        self._thread: Optional[threading.Thread] = None
 
-    def _open(self, logdir: str) -> None:
+    def _open(self) -> None:
         try:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(logdir, flush_secs=10)
-        except BaseException as e:  # noqa: BLE001 (raised again on the first write)
+            self._writer = SummaryWriter(self._logdir, flush_secs=10)
+        except BaseException as e:  # noqa: BLE001 (raised again by the next write)
             self._error = e
 
-    def _get(self):
-        self._ready.join()
+    def _ready(self, wait: bool) -> bool:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._open, name="tensorboard-writer", daemon=True)
+            self._thread.start()
+        if wait:
+            self._thread.join()
+        if self._thread.is_alive():
+            return False
         if self._error is not None:
             raise self._error
-        return self._writer
+        for step, tag, value in self._pending:
+            self._writer.add_scalar(tag, value, step)
+        self._pending.clear()
+        return True
 
     def scalars(self, step: int, values: Dict[str, float]) -> None:
-        writer = self._get()
-        for tag, value in values.items():
-            writer.add_scalar(tag, float(value), step)
+        self._pending.extend((step, tag, float(value)) for tag, value in values.items())
+        self._ready(wait=False)
 
     def close(self) -> None:
-        self._ready.join()
-        if self._writer is not None:
+        if self._thread is not None and self._ready(wait=True):
             self._writer.close()
 
 
