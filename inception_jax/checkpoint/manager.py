@@ -30,7 +30,6 @@ from typing import Any, Callable, Optional, Tuple
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from inception_jax.checkpoint.integrity import _host, _write_atomic, checksums
 from inception_jax.errors import first_line
@@ -90,34 +89,64 @@ class Checkpointer:
             self._check_config()
         elif not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(f"workdir {workdir!r} has no checkpoints to evaluate; train first")
-        keep = keep or config.get("keep_checkpoints", 3)
-        common = dict(
-            create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only
-        )  # half-written saves of a killed run
+        self._keep = keep or config.get("keep_checkpoints", 3)
         from inception_jax import config as config_lib
 
         # a streaming run also saves its grain iterator's state (the item "data")
         self.streaming = config_lib.uses_streaming(config)
-        self.latest = ocp.CheckpointManager(
-            os.path.join(workdir, "checkpoints"),
-            item_handlers=_handlers(self.streaming),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common),
-        )
-        self.best = ocp.CheckpointManager(
-            os.path.join(workdir, "best"),
-            item_handlers=_handlers(self.streaming),
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, best_fn=lambda m: m["accuracy"], best_mode="max", **common
-            ),
-        )
-        best_step = self.best.best_step()
-        self.best_accuracy = -1.0
-        if best_step is not None:
-            try:
-                metrics = self.best.metrics(best_step) or {}
-                self.best_accuracy = float(metrics.get("accuracy", -1.0))
-            except Exception:  # unreadable metrics: the best checkpoint is replaced by the next eval
-                self.best_accuracy = -1.0
+        self._managers = None  # Orbax's, made on first use: importing Orbax takes 1.5 s
+
+    def _open(self):
+        if self._managers is None:
+            ocp = _ocp()
+            writable = not self.read_only
+            # cleanup: half-written saves of a killed run
+            common = dict(create=writable, read_only=self.read_only, cleanup_tmp_directories=writable)
+            latest = ocp.CheckpointManager(
+                os.path.join(self.workdir, "checkpoints"),
+                item_handlers=_handlers(self.streaming),
+                options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, **common),
+            )
+            best = ocp.CheckpointManager(
+                os.path.join(self.workdir, "best"),
+                item_handlers=_handlers(self.streaming),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, best_fn=lambda m: m["accuracy"], best_mode="max", **common
+                ),
+            )
+            best_accuracy = -1.0
+            best_step = best.best_step()
+            if best_step is not None:
+                try:
+                    best_accuracy = float((best.metrics(best_step) or {}).get("accuracy", -1.0))
+                except Exception:  # unreadable metrics: the best checkpoint is replaced by the next eval
+                    best_accuracy = -1.0
+            self._managers = latest, best
+            self._best_accuracy = best_accuracy
+        return self._managers
+
+    @property
+    def latest(self):
+        return self._open()[0]
+
+    @property
+    def best(self):
+        return self._open()[1]
+
+    @property
+    def best_accuracy(self) -> float:
+        self._open()
+        return self._best_accuracy
+
+    @best_accuracy.setter
+    def best_accuracy(self, value: float) -> None:
+        self._open()
+        self._best_accuracy = value
+
+    def _has_saved_steps(self) -> bool:
+        """Whether the workdir holds a finished save, without opening Orbax."""
+        d = os.path.join(self.workdir, "checkpoints")
+        return os.path.isdir(d) and any(name.isdigit() for name in os.listdir(d))
 
     # -- config compatibility --
     def _check_config(self) -> None:
@@ -181,6 +210,8 @@ class Checkpointer:
             self._failed(step, e)
 
     def wait(self) -> None:
+        if self._managers is None:
+            return
         """Blocks until the save in flight has committed; raises CheckpointWriteError if it failed."""
         if self._pending is None:
             return
@@ -229,6 +260,7 @@ class Checkpointer:
     # -- restore --
     def _restore(self, manager, step: int, state, data=None):
         template = _state_tree(state)
+        ocp = _ocp()
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
         items = dict(state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore())
         if data is not None and os.path.isdir(os.path.join(str(manager.directory), str(step), "data")):
@@ -334,6 +366,8 @@ class Checkpointer:
     def restore_latest(self, state, data=None) -> Tuple[Any, int]:
         """The newest good checkpoint (corrupt newer ones are moved aside), or ``state`` at 0;
         the iterator ``data`` (streaming) takes the state saved with it."""
+        if self._managers is None and not self._has_saved_steps():
+            return state, 0  # a new run: Orbax is opened at the first save
         had_any = bool(self.latest.all_steps())
         restored, step = self._newest_good(self.latest, state, "latest", data)
         if step is None:
@@ -360,6 +394,8 @@ class Checkpointer:
             return False
 
     def close(self) -> None:
+        if self._managers is None:
+            return
         self.latest.close()
         self.best.close()
 
@@ -433,7 +469,14 @@ class _quiet_orbax_teardown:
         return False
 
 
+def _ocp():
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
 def _handlers(streaming: bool = False) -> dict:
+    ocp = _ocp()
     handlers = {"state": ocp.StandardCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
     if streaming:
         from grain.checkpoint import CheckpointHandler
@@ -443,6 +486,7 @@ def _handlers(streaming: bool = False) -> dict:
 
 
 def _save_args(tree, sums, data=None):
+    ocp = _ocp()
     items = dict(state=ocp.args.StandardSave(tree), integrity=ocp.args.JsonSave(sums))
     if data is not None:
         from grain.checkpoint import CheckpointSave
