@@ -145,7 +145,12 @@ def test_killed_and_preempted_run_finishes_equal_to_an_uninterrupted_one(tmp_pat
             if mode in ("step", "polite") and last >= target:
                 break
             if mode == "save" and last >= target and last % INTERVAL == 0:
-                time.sleep(rng.uniform(0.0, 0.15))  # the save of `last` is being written now
+                # the save of `last` starts now (host copy and checksums on a background
+                # thread first): kill once Orbax's temporary directory exists, mid-write
+                deadline = time.time() + 3.0
+                while not tmp_dirs(work) and time.time() < deadline:
+                    time.sleep(0.002)
+                time.sleep(rng.uniform(0.0, 0.02))
                 break
         if mode == "finish":
             proc.wait(timeout=120)

@@ -21,6 +21,8 @@ Faults handled here (docs/reliability.md):
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
 import os
 import shutil
@@ -73,7 +75,9 @@ class Checkpointer:
         self.config = config
         self.log = log
         self.read_only = read_only
-        self._pending: Optional[int] = None
+        self._pending: Optional[int] = None  # the step of the save in flight
+        self._future: Optional[concurrent.futures.Future] = None
+        self._worker: Optional[concurrent.futures.ThreadPoolExecutor] = None
         if not read_only:
             try:
                 os.makedirs(workdir, exist_ok=True)
@@ -180,11 +184,27 @@ class Checkpointer:
         return self.latest.latest_step()
 
     def save(self, step: int, state, eval_accuracy: Optional[float] = None, force: bool = False, data=None):
-        """Starts an asynchronous save of ``state`` at ``step`` (see :meth:`wait`), with the
-        input pipeline's iterator ``data`` (streaming) in the same checkpoint. A state with
-        a non-finite array is not saved (FloatingPointError)."""
+        """Starts a save of ``state`` at ``step`` and returns (see :meth:`wait`).
+
+        The training thread only queues an on-device copy of the state (the next step
+        donates its buffers) and reads the input pipeline's iterator ``data`` (streaming;
+        saved in the same checkpoint). The host copy, the checksums, the finiteness
+        check (a non-finite state is never written: FloatingPointError) and the start of
+        Orbax's write run on a background thread. With several processes they run on
+        this thread: Orbax's cross-process collectives must not interleave with a step's."""
         self.wait()  # one save in flight at a time; surfaces the previous one's error
-        tree = _state_tree(state)
+        frozen = _FrozenState(data.get_state()) if data is not None else None
+        accuracy = eval_accuracy if eval_accuracy is not None and eval_accuracy > self.best_accuracy else None
+        self._pending = step
+        if jax.process_count() > 1:
+            self._write(step, _state_tree(state), accuracy, force, frozen)
+            return
+        tree = _device_copy(_state_tree(state))
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._future = self._worker.submit(self._write, step, tree, accuracy, force, frozen)
+
+    def _write(self, step: int, tree, eval_accuracy: Optional[float], force: bool, data) -> None:
         host = jax.tree_util.tree_map(_host, tree)  # one host copy: checksums and finiteness
         sums = checksums(host)
         bad = [k for k, a in jax.tree_util.tree_flatten_with_path(host)[0] if not _finite(a)]
@@ -195,33 +215,31 @@ class Checkpointer:
                 f"{self.latest.latest_step()}) is kept. Lower --config.learning_rate or enable "
                 "--config.grad_clip_norm"
             )
-        frozen = _FrozenState(data.get_state()) if data is not None else None
         try:
             if step not in self.latest.all_steps():
-                self.latest.save(step, args=_save_args(tree, sums, frozen), force=force)
-                self._pending = step
-            if eval_accuracy is not None and eval_accuracy > self.best_accuracy:
+                self.latest.save(step, args=_save_args(tree, sums, data), force=force)
+            if eval_accuracy is not None:
                 self.best.save(
                     step, args=_save_args(tree, sums), metrics={"accuracy": float(eval_accuracy)}, force=True
                 )
                 self.best_accuracy = eval_accuracy
-                self._pending = step
         except Exception as e:
             self._failed(step, e)
 
     def wait(self) -> None:
-        if self._managers is None:
-            return
-        """Blocks until the save in flight has committed; raises CheckpointWriteError if it failed."""
+        """Blocks until the save in flight has committed; raises CheckpointWriteError if it
+        failed, FloatingPointError if its state was not finite (nothing was written)."""
         if self._pending is None:
             return
+        step, self._pending = self._pending, None
+        future, self._future = self._future, None
+        if future is not None:
+            future.result()  # the background part: its error, if any, is raised here
         try:
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
         except Exception as e:
-            step, self._pending = self._pending, None
             self._failed(step, e)
-        self._pending = None
 
     def _failed(self, step, error: Exception) -> None:
         for manager in (self.latest, self.best):
@@ -394,6 +412,8 @@ class Checkpointer:
             return False
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
         if self._managers is None:
             return
         self.latest.close()
@@ -409,6 +429,26 @@ class _FrozenState:
 
     def get_state(self) -> bytes:
         return self._state
+
+
+@functools.lru_cache(maxsize=None)
+def _copier():
+    import jax.numpy as jnp
+
+    return jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
+
+
+def _device_copy(tree):
+    """A copy of the state's arrays made on their devices (one compiled program): the
+    background save reads it while the next step donates the originals."""
+    arrays = [x for x in jax.tree_util.tree_leaves(tree) if isinstance(x, jax.Array)]
+    if not arrays:
+        return tree
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    copies = iter(_copier()(arrays))
+    return jax.tree_util.tree_unflatten(
+        treedef, [next(copies) if isinstance(x, jax.Array) else x for x in leaves]
+    )
 
 
 def _finite(a: np.ndarray) -> bool:
