@@ -8,7 +8,8 @@ Progress is logged every 10 steps (the loop waits for a save in flight only ther
 before the next save); the step time of each 10-step window is its wall time / 10, the
 first window (compilation) left out, and the epoch is longer than the run (no
 evaluation or end-of-epoch save inside the timing). The machine's speed drifts, so the
-two settings run alternately, twice each, and the medians pool both runs.
+two settings run alternately (``--repeats`` times each, 3 by default) and the medians
+pool the runs.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ def run(steps: int, every: int) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=110)
+    p.add_argument("--repeats", type=int, default=3, help="runs of each setting, alternating")
     p.add_argument("--json", default="")
     args = p.parse_args()
     from inception_jax import hostmem
 
     hostmem.follow("auto", jax_started=False)
-    runs = [run(args.steps, every) for every in (0, 50, 0, 50)]
+    runs = [run(args.steps, every) for _ in range(args.repeats) for every in (0, 50)]
     rows = []
     for every in (0, 50):
         mine = [r for r in runs if r["checkpoint_every_steps"] == every]
