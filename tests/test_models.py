@@ -200,6 +200,22 @@ def test_initialisation_is_deterministic():
     assert not np.array_equal(a["params"]["fc"]["kernel"], c["params"]["fc"]["kernel"])
 
 
+def test_the_cpu_options_for_initialisation_give_the_same_variables_bitwise():
+    # run_once's first choice on a CPU (backends.cpu.ONE_OFF_COMPILER_OPTIONS, chosen
+    # for compile time) against plain O0: the same program, the same values
+    from inception_jax.models.registry import one_off_compiler_options
+
+    model = models.create("inception_cifar")
+    rng = jax.random.PRNGKey(0)
+    lowered = jax.jit(lambda r, x: model.init(r, x, train=False)).lower(rng, jnp.zeros((1, 32, 32, 3)))
+    first, plain = one_off_compiler_options("cpu")
+    assert first != plain
+    x = jnp.zeros((1, 32, 32, 3))
+    chex.assert_trees_all_equal(
+        lowered.compile(compiler_options=first)(rng, x), lowered.compile(compiler_options=plain)(rng, x)
+    )
+
+
 def test_package_exports_create():
     assert inception_jax.create is models.create
     assert inception_jax.list_models() == models.list_models()

@@ -41,6 +41,15 @@ from inception_jax import nn as layers
 from inception_jax.backends import dispatch
 
 Setting = Union[bool, str]
+
+# XLA:CPU options added for programs that run once (initialisation: ``models.registry.
+# run_once``, at O0 everywhere). XLA's older loop emitters compile the init's random-
+# number kernels sooner than the MLIR fusion emitters, with the same values
+# (tests/test_models.py checks them bitwise). Measured on a 2-core CPU, init compile at
+# O0 without / with it (docs/benchmarks.md): inception_cifar 2.7-2.9 / 1.7-1.8 s,
+# googlenet 6.3-7.5 / 4.4-5.7 s, inception_v3 7.9-8.5 / 7.4-8.0 s. For the train step it
+# is not used: it compiled inception_v3's step slower.
+ONE_OFF_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 _ON = ("on", "true", "1", "yes")
 _OFF = ("off", "false", "0", "no")
 

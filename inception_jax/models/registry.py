@@ -141,6 +141,19 @@ def init(model, rng, input_shape, dtype=jnp.float32):
     return run_once(lambda rng, x: model.init(rng, x, train=False), rng, x)
 
 
+def one_off_compiler_options(platform: str = ""):
+    """The compiler options ``run_once`` tries, best first: O0, and on a CPU the CPU
+    backend's ``ONE_OFF_COMPILER_OPTIONS`` with it."""
+    import jax
+
+    level = {"xla_backend_optimization_level": 0}
+    if (platform or jax.default_backend()) == "cpu":
+        from inception_jax.backends import cpu
+
+        return [{**level, **cpu.ONE_OFF_COMPILER_OPTIONS}, level]
+    return [level]
+
+
 def run_once(fn, *args):
     """``fn(*args)`` as one compiled program, compiled without XLA backend optimisation:
     for work that runs a single time (initialisation), compiling fast (about 2x sooner
@@ -149,9 +162,14 @@ def run_once(fn, *args):
     import jax
 
     lowered = jax.jit(fn).lower(*args)
-    try:
-        compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
-    except Exception:  # a backend that does not take the option
+    compiled = None
+    for options in one_off_compiler_options():
+        try:
+            compiled = lowered.compile(compiler_options=options)
+            break
+        except Exception:  # a backend or XLA version that does not take an option
+            continue
+    if compiled is None:
         compiled = lowered.compile()
     concrete = [jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in args]
     return compiled(*concrete)
