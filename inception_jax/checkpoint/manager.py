@@ -162,8 +162,7 @@ class Checkpointer:
                     saved = json.load(f)
             except (OSError, ValueError):
                 saved = None  # unreadable: checkpoints' shapes are still checked when restoring
-            ckpts = os.path.join(self.workdir, "checkpoints")
-            if saved is not None and os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts)):
+            if saved is not None and self._has_saved_steps():
                 diff = {k: (saved.get(k), current[k]) for k in current if saved.get(k) != current[k]}
                 if diff:
                     k, (old, new) = next(iter(diff.items()))
@@ -441,14 +440,7 @@ def _copier():
 def _device_copy(tree):
     """A copy of the state's arrays made on their devices (one compiled program): the
     background save reads it while the next step donates the originals."""
-    arrays = [x for x in jax.tree_util.tree_leaves(tree) if isinstance(x, jax.Array)]
-    if not arrays:
-        return tree
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    copies = iter(_copier()(arrays))
-    return jax.tree_util.tree_unflatten(
-        treedef, [next(copies) if isinstance(x, jax.Array) else x for x in leaves]
-    )
+    return _copier()(tree)
 
 
 def _finite(a: np.ndarray) -> bool:
