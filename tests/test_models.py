@@ -206,11 +206,10 @@ def test_the_cpu_options_for_initialisation_give_the_same_variables_bitwise():
     from inception_jax.models.registry import one_off_compiler_options
 
     model = models.create("inception_cifar")
-    rng = jax.random.PRNGKey(0)
-    lowered = jax.jit(lambda r, x: model.init(r, x, train=False)).lower(rng, jnp.zeros((1, 32, 32, 3)))
+    rng, x = jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))
+    lowered = jax.jit(lambda r, x: model.init(r, x, train=False)).lower(rng, x)
     first, plain = one_off_compiler_options("cpu")
     assert first != plain
-    x = jnp.zeros((1, 32, 32, 3))
     chex.assert_trees_all_equal(
         lowered.compile(compiler_options=first)(rng, x), lowered.compile(compiler_options=plain)(rng, x)
     )
