@@ -6,8 +6,11 @@ XLA compile, and the first step itself; cold and with the persistent compilation
 
 Each case runs twice in a fresh Python process with a new, empty compilation cache
 directory: "cold" (the cache is empty) and "cached" (the second process finds the
-first's entries). A case is ``model:image_size:batch``; ``smoke`` is configs/smoke.py
-through train.py, timed from process start to its first progress line.
+first's entries). Both keep the traced programs on disk as train.py does
+(``inception_jax/train/programs.py``; ``--no-programs`` turns that off), so "cached"
+is a restart with the same code and config. A case is ``model:image_size:batch``;
+``smoke`` is configs/smoke.py through train.py, timed from process start to its first
+progress line.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("smoke", "inception_cifar:32:128", "googlenet:224:16", "inception_v3:299:8")
 
 
-def child(model: str, size: int, batch: int, cache: str) -> dict:
+def child(model: str, size: int, batch: int, cache: str, programs: bool) -> dict:
     """Runs in the measured process: the trainer's real setup, phase by phase."""
     t_start = time.perf_counter()
     import jax
@@ -44,6 +47,7 @@ def child(model: str, size: int, batch: int, cache: str) -> dict:
     s = time.perf_counter()
     c = config_lib.base_config()
     c.model, c.image_size, c.batch_size, c.optimizer = model, size, batch, "sgd"
+    c.compilation_cache_dir, c.cache_traced_programs = cache, programs
     rng = np.random.RandomState(0)
     images = rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8)
     labels = rng.randint(0, 10, batch).astype(np.int32)
@@ -52,11 +56,12 @@ def child(model: str, size: int, batch: int, cache: str) -> dict:
     s = time.perf_counter()
     model_ = training.build_model(c, 10)
     tx = training.make_optimizer(c, training.make_schedule(c, 100, 1000))
-    state = training.create_train_state(model_, jax.random.PRNGKey(0), size, tx)
+    saved = training.program_cache(c)  # the traced programs on disk, as train.py keeps them
+    state = training.create_train_state(model_, jax.random.PRNGKey(0), size, tx, saved)
     jax.block_until_ready(state)
     t["init"] = time.perf_counter() - s
 
-    runner = training.Runner(model_, training.step_config(c), "shard_map")
+    runner = training.Runner(model_, training.step_config(c), "shard_map", programs=saved)
     state = runner.put_replicated(state)
     idx = np.arange(batch, dtype=np.int32)
     args = (
@@ -80,7 +85,7 @@ def child(model: str, size: int, batch: int, cache: str) -> dict:
     return t
 
 
-def smoke(cache: str, workdir: str) -> dict:
+def smoke(cache: str, workdir: str, programs: bool) -> dict:
     start = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -92,6 +97,7 @@ def smoke(cache: str, workdir: str) -> dict:
             workdir,
             "--config.log_every_steps=1",
             f"--config.compilation_cache_dir={cache}",
+            f"--config.cache_traced_programs={programs}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -110,22 +116,28 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--json", default="")
+    p.add_argument(
+        "--no-programs",
+        action="store_true",
+        help="without the traced programs kept on disk (config.cache_traced_programs=False)",
+    )
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        model, size, batch, cache = args.child.split(":", 3)
-        print("RESULT " + json.dumps(child(model, int(size), int(batch), cache)))
+        model, size, batch, programs, cache = args.child.split(":", 4)
+        print("RESULT " + json.dumps(child(model, int(size), int(batch), cache, programs == "1")))
         return
     rows = []
     for case in args.cases.split(","):
-        with tempfile.TemporaryDirectory() as cache:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = os.path.join(tmp, "xla")  # traced programs go to xla-programs beside it
             for run in ("cold", "cached"):
                 if case == "smoke":
                     with tempfile.TemporaryDirectory() as workdir:
-                        r = smoke(cache, workdir)
+                        r = smoke(cache, workdir, not args.no_programs)
                 else:
                     out = subprocess.run(
-                        [sys.executable, __file__, "--child", f"{case}:{cache}"],
+                        [sys.executable, __file__, "--child", f"{case}:{int(not args.no_programs)}:{cache}"],
                         capture_output=True,
                         text=True,
                         cwd=ROOT,

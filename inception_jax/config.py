@@ -83,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 0  # 0: only at epoch ends
     c.keep_checkpoints = 3
     c.compilation_cache_dir = "~/.cache/inception_jax/xla"  # "" disables
+    # keep the traced train/eval programs (jax.export) in <compilation_cache_dir>-programs:
+    # a restart with the same code and config skips tracing them
+    c.cache_traced_programs = True
     return c
 
 
@@ -119,8 +122,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         bad("parallel", f"one of {', '.join(PARALLEL)}")
     if config.pipeline not in ("auto", "in_memory", "streaming"):
         bad("pipeline", "'auto', 'in_memory' or 'streaming'")
-    if not isinstance(config.sync_batch_norm, bool):
-        bad("sync_batch_norm", "True or False")
+    for key in ("sync_batch_norm", "cache_traced_programs"):
+        if not isinstance(config[key], bool):
+            bad(key, "True or False")
     if not isinstance(config.cpu_kernels, bool) and config.cpu_kernels != "auto":
         bad("cpu_kernels", "'auto', True or False")
     if config.bad_records not in ("error", "skip"):

@@ -14,6 +14,7 @@ from numerics import tree_rel_l2  # noqa: E402
 from inception_jax import config as config_lib  # noqa: E402
 from inception_jax import train as training  # noqa: E402
 from inception_jax.data import source  # noqa: E402
+from inception_jax.train.programs import ProgramCache  # noqa: E402
 
 
 def main():
@@ -27,8 +28,8 @@ def main():
     )
     data_key = jax.random.PRNGKey(1)
 
-    def run(devices, parallel):
-        r = training.Runner(model, training.step_config(c), parallel, devices=devices)
+    def run(devices, parallel, programs=None):
+        r = training.Runner(model, training.step_config(c), parallel, devices=devices, programs=programs)
         st = r.put_replicated(state0)
         imgs, lbls = r.put_replicated(ds.images), r.put_replicated(ds.labels)
         key = r.put_replicated(data_key) if parallel == "shard_map" else data_key
@@ -47,7 +48,20 @@ def main():
         "eight": run(jax.devices(), "shard_map"),
         "pmap": run(jax.devices(), "pmap"),
     }
+    # the traced program saved by one Runner and read back by another (train/programs.py)
+    programs_dir = os.path.join(sys.argv[1], "programs")
+    for name in ("eight_saved", "eight_loaded"):
+        cache = ProgramCache(programs_dir, "multidevice")
+        results[name] = run(jax.devices(), "shard_map", cache)
+        out_counts = (cache.writes, cache.hits)
     out = {"devices": jax.device_count(), "losses": {k: v[0] for k, v in results.items()}}
+    out["programs_loaded_counts"] = out_counts  # (writes, hits) of the second Runner
+    leaves = jax.tree_util.tree_leaves
+    out["programs_equal"] = all(
+        bool(np.array_equal(a, b))
+        for name in ("eight_saved", "eight_loaded")
+        for a, b in zip(leaves(results[name][1]), leaves(results["eight"][1]))
+    )
 
     max_rel = tree_rel_l2  # near-zero leaves don't amplify rounding
 

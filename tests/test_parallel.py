@@ -18,6 +18,12 @@ def test_eight_devices_give_the_same_step_as_one(result):
     assert result["stats_eight"] < 1e-5  # synchronised BatchNorm statistics
 
 
+def test_a_saved_program_runs_the_same_step_on_eight_devices(result):
+    assert result["programs_loaded_counts"] == [0, 1]  # read back, not traced again
+    assert result["programs_equal"]  # bitwise the state of the traced 8-device run
+    assert result["losses"]["eight_loaded"] == result["losses"]["eight"]
+
+
 def test_pmap_and_shard_map_agree(result):
     assert result["losses"]["pmap"] == pytest.approx(result["losses"]["eight"], rel=1e-5)
     assert result["params_pmap"] < 1e-5

@@ -1,7 +1,7 @@
 """Training: the optimiser and schedule (``optim``), the per-device train and eval
 steps (``steps``), running them on devices (``parallel``), the data adapters
 (``inputs``), stop signals (``signals``) and ``train_and_evaluate(config, workdir)``
-(``loop``). Everything is re-exported here."""
+(``loop``), traced programs kept on disk (``programs``). Everything is re-exported here."""
 
 from inception_jax.train.inputs import (
     InMemoryData,
@@ -15,6 +15,7 @@ from inception_jax.train.loop import (
     build_model,
     evaluate_workdir,
     init_from_pretrained,
+    program_cache,
     step_config,
     train_and_evaluate,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "make_schedule",
     "open_data",
     "prepare_images",
+    "program_cache",
     "step_config",
     "train_and_evaluate",
     "train_step",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -108,6 +109,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         return _train(config, workdir, stop)
 
 
+# Settings that do not change what the train and eval programs compute
+_NOT_TRACED = (
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "stop_at_step",
+    "compilation_cache_dir",
+    "cache_traced_programs",
+    "pipeline_workers",
+    "bad_records",
+)
+
+
+def program_cache(config, log=print):
+    """A ``ProgramCache`` beside JAX's persistent compilation cache, or None: only with
+    ``config.compilation_cache_dir`` and ``config.cache_traced_programs`` set, JAX's
+    cache on, one process and the shard_map runner."""
+    xla_dir = jax.config.values.get("jax_compilation_cache_dir")
+    if not (config.compilation_cache_dir and config.cache_traced_programs and xla_dir):
+        return None
+    if jax.process_count() > 1 or config.parallel != "shard_map":
+        return None
+    from inception_jax.train.programs import ProgramCache
+
+    traced = {k: v for k, v in config.to_dict().items() if k not in _NOT_TRACED}
+    key = json.dumps(traced, sort_keys=True, default=repr)
+    return ProgramCache(os.path.normpath(os.path.expanduser(xla_dir)) + "-programs", key, log=log)
+
+
 def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     from inception_jax import checkpoint as ckpt_lib
     from inception_jax import metrics as metrics_lib
@@ -138,13 +168,14 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
     init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    state = create_train_state(model, init_rng, config_lib.input_size(config), tx)
+    programs = program_cache(config, say)
+    state = create_train_state(model, init_rng, config_lib.input_size(config), tx, programs)
     state, start_step = ckpt.restore_latest(state, data=data.checkpoint_item)
     if start_step == 0 and config.init_from:
         state, note = init_from_pretrained(state, config)
         say(note)
     streaming = isinstance(data, StreamingData)
-    runner = Runner(model, step_config(config, streaming), config.parallel)
+    runner = Runner(model, step_config(config, streaming), config.parallel, programs=programs)
     state = runner.put_replicated(state)
     data.place(runner, start_step)
     data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key

@@ -20,9 +20,12 @@ class Runner:
     makes one from a dataset held on the devices. The canonical state (what is
     checkpointed) is replicated over the mesh; the pmap runner keeps a stacked copy
     internally.
+
+    ``programs`` (a ``programs.ProgramCache``, shard_map only) keeps the traced train
+    and eval programs on disk, so that a later process skips tracing them.
     """
 
-    def __init__(self, model, cfg: StepConfig, parallel: str = "shard_map", devices=None):
+    def __init__(self, model, cfg: StepConfig, parallel: str = "shard_map", devices=None, programs=None):
         from jax.sharding import Mesh, NamedSharding
         from jax.sharding import PartitionSpec as P
 
@@ -81,6 +84,10 @@ class Runner:
                 donate_argnums=(0,),
             )
             self.steps_sharded = NamedSharding(self.mesh, P(None, AXIS))
+            if programs is not None:
+                self._train = programs.wrap("train_step", self._train, donate_argnums=(0,))
+                self._eval = programs.wrap("eval_step", self._eval)
+                self._train_many = programs.wrap("train_many", self._train_many, donate_argnums=(0,))
         elif parallel == "pmap":
             self._train = jax.pmap(
                 step, axis_name=AXIS, in_axes=(0, 0, 0, 0, 0, None), donate_argnums=(0,), devices=self.devices

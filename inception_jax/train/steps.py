@@ -152,10 +152,11 @@ def eval_step(
     return metrics
 
 
-def create_train_state(model, rng, image_size: int, tx) -> TrainState:
+def create_train_state(model, rng, image_size: int, tx, programs=None) -> TrainState:
     """The model's variables (``model.init`` on one ``image_size`` image) and ``tx``'s
     state, made by one compiled program: the optimizer state of each parameter would
-    otherwise be a separately compiled operation (40 of them for the smallest model)."""
+    otherwise be a separately compiled operation (40 of them for the smallest model).
+    ``programs`` (a ``programs.ProgramCache``) keeps that program traced on disk."""
 
     def make(rng, x):
         variables = model.init(rng, x, train=False)
@@ -166,4 +167,9 @@ def create_train_state(model, rng, image_size: int, tx) -> TrainState:
             tx=tx,
         )
 
-    return run_once(make, rng, jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32))
+    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    if programs is not None:
+        # the static fields (apply_fn, tx) of the state a saved program returns
+        template = TrainState(step=0, apply_fn=model.apply, params={}, tx=tx, opt_state=None, batch_stats={})
+        return programs.run_once("init", make, (rng, x), templates=(template,))
+    return run_once(make, rng, x)

@@ -1,0 +1,345 @@
+"""Traced programs kept on disk, so that a restart skips tracing and lowering.
+
+JAX's persistent compilation cache saves the XLA compile of a program, but every
+process still traces the Python step and lowers it to StableHLO before it can look
+the compile up: for the smoke config that is most of the start (1.5 s to trace the
+train step, 0.8 s to lower it, on the 2-core CPU this was written on). ``ProgramCache``
+keeps each program as a ``jax.export`` artifact beside the compilation cache; a later
+process with the same key deserializes it (about 0.01 s) and calls it.
+
+The program called is the one exported, both in the process that wrote it and in the
+ones that read it, so the compile it asks for is the same and the persistent
+compilation cache finds it. The key of an entry covers everything that shapes the
+trace: a digest of this package's source, the versions and installed files of jax,
+jaxlib, flax, optax, numpy and ml_dtypes, JAX's configuration, the devices, the
+caller's key (the training config), the program's name, and the paths, shapes, dtypes
+and shardings of its arguments. Anything unusual (an output this module cannot
+describe, an export error, a damaged entry) falls back to the plain jitted function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+_FORMAT = 1
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes")
+
+
+class _Leaf:
+    """A placeholder leaf while describing an output tree."""
+
+
+def _class_path(cls) -> Optional[str]:
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    return None if "<" in name else name
+
+
+def _import_class(path: str):
+    module, qualname = path.split(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def describe_tree(out_tree, in_trees: Sequence[Any], templates: Sequence[Any] = ()):
+    """A JSON description of ``out_tree``, or None if it has a node it cannot describe.
+
+    It is described in terms of leaves, plain containers (dict, list, tuple, None),
+    namedtuples of an importable class (optax's states), the input trees ``in_trees``
+    (the state a step returns) and dataclass ``templates`` whose pytree fields are
+    replaced (a ``TrainState`` carrying the static ``apply_fn`` and ``tx``).
+    """
+    obj = jax.tree_util.tree_unflatten(out_tree, [_Leaf() for _ in range(out_tree.num_leaves)])
+
+    def walk(o):
+        if isinstance(o, _Leaf):
+            return "leaf"
+        if o is None:
+            return {"none": 0}
+        if type(o) is dict and all(isinstance(k, str) for k in o):
+            return {"dict": [[k, walk(v)] for k, v in o.items()]}
+        if type(o) in (list, tuple):
+            return {type(o).__name__: [walk(v) for v in o]}
+        structure = jax.tree_util.tree_structure(o)
+        for i, tree in enumerate(in_trees):
+            if structure == tree:
+                return {"arg": i}
+        if isinstance(o, tuple) and hasattr(type(o), "_fields") and _class_path(type(o)):
+            return {"namedtuple": [_class_path(type(o)), [walk(v) for v in o]]}
+        for i, template in enumerate(templates):
+            if type(o) is type(template) and dataclasses.is_dataclass(o):
+                fields = [f.name for f in dataclasses.fields(o) if f.metadata.get("pytree_node", True)]
+                return {"template": [i, [[name, walk(getattr(o, name))] for name in fields]]}
+        raise _Unsupported
+
+    try:
+        return walk(obj)
+    except _Unsupported:
+        return None
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def rebuild_tree(spec, args: Sequence[Any], templates: Sequence[Any] = ()):
+    """The tree structure ``describe_tree`` described, given the call's arguments and
+    the same templates."""
+
+    def build(s):
+        if s == "leaf":
+            return 0
+        ((kind, value),) = s.items()
+        if kind == "none":
+            return None
+        if kind == "dict":
+            return {k: build(v) for k, v in value}
+        if kind == "list":
+            return [build(v) for v in value]
+        if kind == "tuple":
+            return tuple(build(v) for v in value)
+        if kind == "arg":
+            return args[value]
+        if kind == "namedtuple":
+            return _import_class(value[0])(*(build(v) for v in value[1]))
+        if kind == "template":
+            return dataclasses.replace(templates[value[0]], **{k: build(v) for k, v in value[1]})
+        raise ValueError(f"unknown node {kind!r}")
+
+    return jax.tree_util.tree_structure(build(spec))
+
+
+def _installed(package: str) -> list:
+    """A package's version and a summary of its installed Python files (count, total
+    size, newest modification), so an edited installation changes the key."""
+    try:
+        module = __import__(package)
+    except ImportError:
+        return [package, None]
+    version = getattr(module, "__version__", None)
+    root = os.path.dirname(getattr(module, "__file__", "") or "")
+    count = size = newest = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py"):
+                st = os.stat(os.path.join(dirpath, f))
+                count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return [package, version, count, size, newest]
+
+
+def _source_digest() -> str:
+    """sha256 of every Python file of this package, by relative path and content."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for dirpath, dirnames, files in os.walk(root):
+        dirnames.sort()
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                h.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()
+
+
+def _jax_settings() -> Dict[str, Any]:
+    simple = (str, int, float, bool, type(None))
+    return {k: v for k, v in sorted(jax.config.values.items()) if isinstance(v, simple)}
+
+
+def environment_key(caller_key: str) -> str:
+    """The part of every entry's key that does not depend on the program."""
+    devices = jax.devices()
+    parts = {
+        "format": _FORMAT,
+        "caller": caller_key,
+        "source": _source_digest(),
+        "packages": [_installed(p) for p in _PACKAGES],
+        "jax_config": _jax_settings(),
+        "devices": [jax.default_backend(), len(devices), devices[0].device_kind, jax.process_count()],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _sharding_text(x) -> str:
+    sharding = getattr(x, "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    return repr(spec) if spec is not None else type(sharding).__name__
+
+
+def _aval_text(x) -> str:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return f"{np.dtype(x.dtype).name}{list(x.shape)}"
+    return str(jax.typeof(x))
+
+
+def _arguments_key(args) -> list:
+    return [
+        [jax.tree_util.keystr(path), _aval_text(x), _sharding_text(x)]
+        for path, x in jax.tree_util.tree_flatten_with_path(args)[0]
+    ]
+
+
+class ProgramCache:
+    """Programs exported to ``directory`` under keys that start from ``caller_key``.
+
+    ``wrap(name, fn)`` gives a function that behaves like the jitted ``fn`` (same
+    arguments, same results, the same donation) but is called through a ``jax.export``
+    artifact saved under ``directory``, read back by later processes.
+    """
+
+    def __init__(self, directory: str, caller_key: str, log: Callable[[str], None] = print):
+        self.directory = os.path.expanduser(directory)
+        self.log = log
+        self._env_key = environment_key(caller_key)
+        self.hits = 0
+        self.writes = 0
+
+    def wrap(self, name: str, fn, donate_argnums: Tuple[int, ...] = ()):
+        return _CachedProgram(self, name, fn, tuple(donate_argnums))
+
+    def program(self, name: str, fn, args, templates: Sequence[Any] = ()):
+        """(Exported, output tree) of ``fn`` for ``args``: read from its entry, or
+        exported (and saved when its output tree can be described). None if ``fn``
+        cannot be exported; the caller then runs ``fn`` itself."""
+        from jax import export
+
+        path = self._path(name, args)
+        loaded = self.load(path, args, templates)
+        if loaded is not None:
+            self.hits += 1
+            return loaded
+        leaves, in_tree = jax.tree_util.tree_flatten(args)
+        traced = {}
+
+        def flat(*xs):
+            out = fn(*jax.tree_util.tree_unflatten(in_tree, xs))
+            leaves_out, traced["tree"] = jax.tree_util.tree_flatten(out)
+            return leaves_out
+
+        try:
+            # called as a later process reads it back (the serialized form drops weak
+            # types, for one), so that this process and the next call the same program
+            blob = export.export(jax.jit(flat))(*leaves).serialize()
+            exported = export.deserialize(blob)
+        except Exception as e:  # not exportable here: trace as usual
+            self.log(f"program cache: {name} runs uncached ({type(e).__name__}: {e})")
+            return None
+        out_tree = traced["tree"]
+        spec = describe_tree(out_tree, [jax.tree_util.tree_structure(a) for a in args], templates)
+        if spec is not None and rebuild_tree(spec, args, templates) == out_tree:
+            self.store(path, blob, spec)
+        return exported, out_tree
+
+    def run_once(self, name: str, fn, args, templates: Sequence[Any] = ()):
+        """``models.run_once(fn, *args)`` (compiled for a single run; ShapeDtypeStruct
+        arguments passed as zeros) through a saved program."""
+        from inception_jax.models.registry import run_once
+
+        program = self.program(name, fn, args, templates)
+        if program is None:
+            return run_once(fn, *args)
+        exported, out_tree = program
+        leaves = run_once(exported.call, *jax.tree_util.tree_leaves(args))
+        return jax.tree_util.tree_unflatten(out_tree, leaves)
+
+    # -- entries --
+    def _path(self, name: str, args) -> str:
+        key = hashlib.sha256(
+            json.dumps([self._env_key, name, _arguments_key(args)], sort_keys=True).encode()
+        ).hexdigest()
+        return os.path.join(self.directory, f"{name}-{key[:32]}.jaxprog")
+
+    def load(self, path: str, args, templates: Sequence[Any] = ()):
+        """(Exported, output tree) from ``path``, or None if absent or unreadable."""
+        from jax import export
+
+        try:
+            with open(path, "rb") as f:
+                header = json.loads(f.readline())
+                blob = f.read()
+            if header.get("format") != _FORMAT or len(blob) != header["bytes"]:
+                return None
+            exported = export.deserialize(bytearray(blob))
+            return exported, rebuild_tree(header["out"], args, templates)
+        except FileNotFoundError:
+            return None
+        except Exception as e:  # damaged or from an incompatible writer: export again
+            self.log(f"program cache: ignoring {path} ({type(e).__name__}: {e})")
+            return None
+
+    def store(self, path: str, blob: bytearray, out_spec) -> None:
+        try:
+            header = json.dumps({"format": _FORMAT, "bytes": len(blob), "out": out_spec})
+            os.makedirs(self.directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(header.encode() + b"\n" + blob)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            self.writes += 1
+        except Exception as e:  # an unwritable cache costs the next start, nothing else
+            self.log(f"program cache: could not write {path} ({type(e).__name__}: {e})")
+
+
+class _CachedProgram:
+    def __init__(self, cache: ProgramCache, name: str, fn, donate_argnums: Tuple[int, ...]):
+        self.cache, self.name, self.fn, self.donate_argnums = cache, name, fn, donate_argnums
+        # (tree of the first argument, tree and avals of the rest) -> (call, out tree) or
+        # None for "use fn". The first argument (the state, hundreds of leaves) is
+        # checked against the program's input types by the exported call itself.
+        self._programs: Dict[Any, Optional[tuple]] = {}
+
+    def __call__(self, *args):
+        first, first_tree = jax.tree_util.tree_flatten(args[:1])
+        rest, rest_tree = jax.tree_util.tree_flatten(args[1:])
+        signature = (first_tree, rest_tree, tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in rest))
+        program = self._programs.get(signature, False)
+        if program is False:
+            program = self._programs[signature] = self._prepare(args)
+        if program is None:
+            return self.fn(*args)
+        call, out_tree = program
+        return jax.tree_util.tree_unflatten(out_tree, call(*first, *rest))
+
+    def _prepare(self, args) -> Optional[tuple]:
+        program = self.cache.program(self.name, self.fn, args)
+        if program is None:
+            return None
+        exported, out_tree = program
+        offsets = np.cumsum([0] + [len(jax.tree_util.tree_leaves(a)) for a in args])
+        donated = tuple(i for a in self.donate_argnums for i in range(offsets[a], offsets[a + 1]))
+        return jax.jit(exported.call, donate_argnums=donated), out_tree
+
+    def lower(self, *args):
+        """Like ``jax.jit(...).lower``: ``.compile()`` of the result takes and returns
+        the original trees (benchmarks/first_step.py times the phases)."""
+        program = self._prepare(args)
+        if program is None:
+            return self.fn.lower(*args)
+        call, out_tree = program
+        leaves = jax.tree_util.tree_leaves(args)
+        return _Lowered(call.lower(*leaves), out_tree)
+
+
+class _Lowered:
+    def __init__(self, lowered, out_tree):
+        self.lowered, self.out_tree = lowered, out_tree
+
+    def compile(self, **kwargs):
+        compiled, out_tree = self.lowered.compile(**kwargs), self.out_tree
+
+        def call(*args):
+            return jax.tree_util.tree_unflatten(out_tree, compiled(*jax.tree_util.tree_leaves(args)))
+
+        return call

@@ -1,0 +1,162 @@
+"""Traced programs kept on disk (inception_jax/train/programs.py): a later Runner runs
+the saved program without tracing the step, with the same results as tracing it."""
+
+import os
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+import reliability_worker  # noqa: F401  (registers tiny_inception: compiles in seconds)
+
+from inception_jax import config as config_lib
+from inception_jax import train as training
+from inception_jax.data import source
+from inception_jax.train import parallel, programs
+from inception_jax.train.steps import TrainState
+
+
+@pytest.fixture(scope="module")
+def setup():
+    c = config_lib.base_config()
+    c.model, c.image_size, c.optimizer, c.learning_rate = "tiny_inception", 16, "sgd", 0.05
+    c.crop_padding, c.random_flip = 2, True
+    model = training.build_model(c, 4)
+    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+    state0 = training.create_train_state(model, jax.random.PRNGKey(0), 16, tx)
+    state0 = jax.tree_util.tree_map(np.asarray, state0)
+    return c, model, state0, source.synthetic(48, 16, 4)
+
+
+def run(setup, cache=None, steps=3):
+    c, model, state0, ds = setup
+    r = training.Runner(model, training.step_config(c), "shard_map", programs=cache)
+    st = r.put_replicated(state0)
+    imgs, lbls = r.put_replicated(ds.images), r.put_replicated(ds.labels)
+    key = r.put_replicated(jax.random.PRNGKey(1))
+    for step in range(steps):
+        ids = r.put_batch(np.arange(16 * step, 16 * step + 16, dtype=np.int32))
+        st, m = r.train(st, *r.gather(imgs, lbls, ids), r.put_batch(np.ones(16, np.float32)), ids, key)
+    ev = r.metrics(r.evaluate(st, *r.gather(imgs, lbls, ids), r.put_batch(np.ones(16, np.float32))))
+    return jax.device_get(st), r.metrics(m), ev
+
+
+def test_a_saved_program_gives_the_same_steps_and_skips_tracing(setup, tmp_path, monkeypatch):
+    plain_state, plain_m, plain_ev = run(setup)
+    writer = programs.ProgramCache(str(tmp_path), "config A")
+    state, m, ev = run(setup, writer)
+    assert writer.writes == 2 and writer.hits == 0  # train_step and eval_step
+    traced = []
+    step = parallel.train_step
+
+    def counting_step(*args, **kwargs):
+        traced.append(1)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "train_step", counting_step)
+    reader = programs.ProgramCache(str(tmp_path), "config A")
+    loaded_state, loaded_m, loaded_ev = run(setup, reader)
+    assert reader.hits == 2 and reader.writes == 0
+    assert traced == []  # the step was never traced in this Runner
+    # the same numbers as JAX tracing the step itself: the cache must be invisible
+    chex.assert_trees_all_equal(state.params, plain_state.params)
+    chex.assert_trees_all_equal(loaded_state.params, plain_state.params)
+    chex.assert_trees_all_equal(loaded_state.batch_stats, plain_state.batch_stats)
+    chex.assert_trees_all_equal(loaded_state.opt_state, plain_state.opt_state)
+    assert int(loaded_state.step) == 3
+    assert loaded_m == m == plain_m and loaded_ev == ev == plain_ev
+    # another caller key (another config) is another entry, traced again
+    other = programs.ProgramCache(str(tmp_path), "config B")
+    run(setup, other, steps=1)
+    assert other.hits == 0 and other.writes == 2 and len(traced) == 1
+
+
+def test_a_damaged_entry_is_reported_and_replaced(setup, tmp_path):
+    reference = run(setup, programs.ProgramCache(str(tmp_path), "k"), steps=1)
+    for name in os.listdir(tmp_path):
+        with open(tmp_path / name, "r+b") as f:
+            f.truncate(os.path.getsize(tmp_path / name) // 2)
+    lines = []
+    cache = programs.ProgramCache(str(tmp_path), "k", log=lines.append)
+    state, m, ev = run(setup, cache, steps=1)
+    assert cache.hits == 0 and cache.writes == 2
+    chex.assert_trees_all_equal(state.params, reference[0].params)
+    assert (m, ev) == reference[1:]
+    # a truncated file fails its length check: no traceback, a fresh export replaces it
+    assert lines == []
+    again = programs.ProgramCache(str(tmp_path), "k")
+    run(setup, again, steps=1)
+    assert again.hits == 2
+
+
+def test_output_trees_are_described_by_containers_and_inputs():
+    state = TrainState.create(apply_fn=None, params={"w": np.zeros(2)}, tx=optax.sgd(0.1), batch_stats={})
+    args = (state, np.zeros(3))
+    out = (state, {"loss": 1.0, "n": [2.0, None]})
+    tree = jax.tree_util.tree_structure(out)
+    spec = programs.describe_tree(tree, [jax.tree_util.tree_structure(a) for a in args])
+    assert spec == {
+        "tuple": [{"arg": 0}, {"dict": [["loss", "leaf"], ["n", {"list": ["leaf", {"none": 0}]}]]}]
+    }
+    assert programs.rebuild_tree(spec, args) == tree
+    # optax's states: namedtuples, rebuilt from their importable class
+    sched = jax.tree_util.tree_structure((optax.ScaleByScheduleState(count=np.zeros(())),))
+    spec = programs.describe_tree(sched, [])
+    assert spec == {"tuple": [{"namedtuple": ["optax._src.transform:ScaleByScheduleState", ["leaf"]]}]}
+    assert programs.rebuild_tree(spec, []) == sched
+    # a state of another structure: only with a template carrying its static fields
+    grown = jax.tree_util.tree_structure(state.replace(params={"w": np.zeros(2), "v": np.zeros(1)}))
+    assert programs.describe_tree(grown, [jax.tree_util.tree_structure(a) for a in args]) is None
+    template = state.replace(params={})
+    spec = programs.describe_tree(grown, [], templates=(template,))
+    assert spec["template"][0] == 0
+    assert programs.rebuild_tree(spec, [], templates=(template,)) == grown
+
+
+def test_the_loop_caches_programs_only_beside_an_active_compilation_cache():
+    c = config_lib.base_config()
+    previous = jax.config.values.get("jax_compilation_cache_dir")
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert training.program_cache(c) is None  # JAX's cache off: nothing written
+        jax.config.update("jax_compilation_cache_dir", "/tmp/some/xla")
+        cache = training.program_cache(c)
+        assert cache.directory == "/tmp/some/xla-programs"
+        # settings that cannot change the programs keep the key; the others change it
+        same = config_lib.base_config()
+        same.log_every_steps, same.stop_at_step = 7, 3
+        assert training.program_cache(same)._env_key == cache._env_key
+        same.learning_rate = 0.5
+        assert training.program_cache(same)._env_key != cache._env_key
+        c.cache_traced_programs = False
+        assert training.program_cache(c) is None
+        c.cache_traced_programs, c.compilation_cache_dir = True, ""
+        assert training.program_cache(c) is None
+        c.compilation_cache_dir, c.parallel = "~/x", "pmap"
+        assert training.program_cache(c) is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+
+
+def test_a_saved_init_program_gives_the_same_state(setup, tmp_path):
+    c, model, state0, _ = setup
+    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+    rng = jax.random.PRNGKey(0)
+    plain = training.create_train_state(model, rng, 16, tx)
+    writer = programs.ProgramCache(str(tmp_path), "k")
+    written = training.create_train_state(model, rng, 16, tx, writer)
+    reader = programs.ProgramCache(str(tmp_path), "k")
+    loaded = training.create_train_state(model, rng, 16, tx, reader)
+    assert (writer.writes, reader.hits) == (1, 1)
+    for state in (written, loaded):
+        # the optimizer's namedtuple states and the TrainState rebuilt around the leaves
+        assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(plain)
+        assert state.tx is tx and state.apply_fn == model.apply
+        chex.assert_trees_all_equal(state, plain)
+    # another seed is an argument of the same program
+    other = training.create_train_state(model, jax.random.PRNGKey(5), 16, tx, reader)
+    assert reader.hits == 2
+    chex.assert_trees_all_equal(
+        other.params, training.create_train_state(model, jax.random.PRNGKey(5), 16, tx).params
+    )
