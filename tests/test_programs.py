@@ -160,3 +160,22 @@ def test_a_saved_init_program_gives_the_same_state(setup, tmp_path):
     chex.assert_trees_all_equal(
         other.params, training.create_train_state(model, jax.random.PRNGKey(5), 16, tx).params
     )
+
+
+def test_the_restore_target_has_the_state_shapes_without_running_the_init(setup, tmp_path):
+    c, model, _, _ = setup
+    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+    rng = jax.random.PRNGKey(0)
+    real = training.create_train_state(model, rng, 16, tx)
+    cache = programs.ProgramCache(str(tmp_path), "k")
+    traced = training.abstract_train_state(model, rng, 16, tx)  # jax.eval_shape of the init
+    exported = training.abstract_train_state(model, rng, 16, tx, cache)  # the program's types
+    loaded = training.abstract_train_state(model, rng, 16, tx, programs.ProgramCache(str(tmp_path), "k"))
+    assert cache.writes == 1
+    device = jax.local_devices()[0]
+    for target in (traced, exported, loaded):
+        assert jax.tree_util.tree_structure(target) == jax.tree_util.tree_structure(real)
+        for a, b in zip(jax.tree_util.tree_leaves(target), jax.tree_util.tree_leaves(real)):
+            assert isinstance(a, jax.ShapeDtypeStruct)
+            assert (a.shape, a.dtype) == (np.shape(b), np.asarray(b).dtype)
+            assert a.sharding.device_set == {device}

@@ -147,6 +147,11 @@ class Checkpointer:
         self._open()
         self._best_accuracy = value
 
+    def has_checkpoints(self) -> bool:
+        """Whether the workdir holds a finished save (readable or not), without opening
+        Orbax: a resumed run restores into the state's shapes instead of initialising."""
+        return self._has_saved_steps()
+
     def _has_saved_steps(self) -> bool:
         """Whether the workdir holds a finished save, without opening Orbax."""
         d = os.path.join(self.workdir, "checkpoints")

@@ -23,7 +23,13 @@ from inception_jax.train.inputs import StreamingData, open_data
 from inception_jax.train.optim import make_optimizer, make_schedule
 from inception_jax.train.parallel import Runner
 from inception_jax.train.signals import StopRequest
-from inception_jax.train.steps import AXIS, StepConfig, TrainState, create_train_state
+from inception_jax.train.steps import (
+    AXIS,
+    StepConfig,
+    TrainState,
+    abstract_train_state,
+    create_train_state,
+)
 
 
 def build_model(config, num_classes: int):
@@ -169,8 +175,13 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     tx = make_optimizer(config, schedule)
     init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
     programs = program_cache(config, say)
-    state = create_train_state(model, init_rng, config_lib.input_size(config), tx, programs)
-    state, start_step = ckpt.restore_latest(state, data=data.checkpoint_item)
+    size = config_lib.input_size(config)
+    start_step = 0
+    if ckpt.has_checkpoints():  # resuming: restore into the shapes, skip the init program
+        target = abstract_train_state(model, init_rng, size, tx, programs)
+        state, start_step = ckpt.restore_latest(target, data=data.checkpoint_item)
+    if start_step == 0:  # a new run, or no readable checkpoint left
+        state = create_train_state(model, init_rng, size, tx, programs)
     if start_step == 0 and config.init_from:
         state, note = init_from_pretrained(state, config)
         say(note)

@@ -152,11 +152,10 @@ def eval_step(
     return metrics
 
 
-def create_train_state(model, rng, image_size: int, tx, programs=None) -> TrainState:
-    """The model's variables (``model.init`` on one ``image_size`` image) and ``tx``'s
-    state, made by one compiled program: the optimizer state of each parameter would
-    otherwise be a separately compiled operation (40 of them for the smallest model).
-    ``programs`` (a ``programs.ProgramCache``) keeps that program traced on disk."""
+def _init_program(model, image_size: int, tx):
+    """The init program (rng, image) -> TrainState, its image argument, and the state
+    carrying its static fields (apply_fn, tx) that a saved program's output is rebuilt
+    around."""
 
     def make(rng, x):
         variables = model.init(rng, x, train=False)
@@ -168,8 +167,32 @@ def create_train_state(model, rng, image_size: int, tx, programs=None) -> TrainS
         )
 
     x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    template = TrainState(step=0, apply_fn=model.apply, params={}, tx=tx, opt_state=None, batch_stats={})
+    return make, x, template
+
+
+def create_train_state(model, rng, image_size: int, tx, programs=None) -> TrainState:
+    """The model's variables (``model.init`` on one ``image_size`` image) and ``tx``'s
+    state, made by one compiled program: the optimizer state of each parameter would
+    otherwise be a separately compiled operation (40 of them for the smallest model).
+    ``programs`` (a ``programs.ProgramCache``) keeps that program traced on disk."""
+    make, x, template = _init_program(model, image_size, tx)
     if programs is not None:
-        # the static fields (apply_fn, tx) of the state a saved program returns
-        template = TrainState(step=0, apply_fn=model.apply, params={}, tx=tx, opt_state=None, batch_stats={})
         return programs.run_once("init", make, (rng, x), templates=(template,))
     return run_once(make, rng, x)
+
+
+def abstract_train_state(model, rng, image_size: int, tx, programs=None) -> TrainState:
+    """``create_train_state``'s shapes and dtypes, without compiling or running it: the
+    target a resumed run restores into. Leaves are ``jax.ShapeDtypeStruct`` on this
+    process's first device, where ``create_train_state`` puts its arrays. With
+    ``programs`` holding the init program, nothing is traced either."""
+    make, x, template = _init_program(model, image_size, tx)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    program = programs.program("init", make, (rng, x), templates=(template,)) if programs else None
+    if program is not None:
+        exported, out_tree = program
+        shapes = jax.tree_util.tree_unflatten(out_tree, list(exported.out_avals))
+    else:
+        shapes = jax.eval_shape(make, rng, x)
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), shapes)
