@@ -360,8 +360,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, which: str
     data = open_data(config)
     model = build_model(config, data.num_classes)
     tx = make_optimizer(config, optax.constant_schedule(config.learning_rate))
-    state = create_train_state(model, jax.random.PRNGKey(0), config_lib.input_size(config), tx)
-    state, step = ckpt.restore(state, which)
+    # restored into the state's shapes: the init program's values would all be replaced
+    target = abstract_train_state(model, jax.random.PRNGKey(0), config_lib.input_size(config), tx)
+    state, step = ckpt.restore(target, which)
     streaming = isinstance(data, StreamingData)
     runner = Runner(model, step_config(config, streaming), config.parallel)
     data.place(runner, 0)

@@ -271,7 +271,11 @@ class ProgramCache:
             if header.get("format") != _FORMAT or len(blob) != header["bytes"]:
                 return None
             exported = export.deserialize(bytearray(blob))
-            return exported, rebuild_tree(header["out"], args, templates)
+            out_tree = rebuild_tree(header["out"], args, templates)
+            n_in = len(jax.tree_util.tree_leaves(args))
+            if len(exported.in_avals) != n_in or len(exported.out_avals) != out_tree.num_leaves:
+                raise ValueError("its inputs or outputs do not match this call")
+            return exported, out_tree
         except FileNotFoundError:
             return None
         except Exception as e:  # damaged or from an incompatible writer: export again
