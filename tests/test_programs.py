@@ -25,12 +25,11 @@ def setup():
     model = training.build_model(c, 4)
     tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
     state0 = training.create_train_state(model, jax.random.PRNGKey(0), 16, tx)
-    state0 = jax.tree_util.tree_map(np.asarray, state0)
-    return c, model, state0, source.synthetic(48, 16, 4)
+    return c, model, tx, jax.tree_util.tree_map(np.asarray, state0), source.synthetic(48, 16, 4)
 
 
 def run(setup, cache=None, steps=3):
-    c, model, state0, ds = setup
+    c, model, _, state0, ds = setup
     r = training.Runner(model, training.step_config(c), "shard_map", programs=cache)
     st = r.put_replicated(state0)
     imgs, lbls = r.put_replicated(ds.images), r.put_replicated(ds.labels)
@@ -140,10 +139,8 @@ def test_the_loop_caches_programs_only_beside_an_active_compilation_cache():
 
 
 def test_a_saved_init_program_gives_the_same_state(setup, tmp_path):
-    c, model, state0, _ = setup
-    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+    _, model, tx, plain, _ = setup  # create_train_state(model, PRNGKey(0), 16, tx)
     rng = jax.random.PRNGKey(0)
-    plain = training.create_train_state(model, rng, 16, tx)
     writer = programs.ProgramCache(str(tmp_path), "k")
     written = training.create_train_state(model, rng, 16, tx, writer)
     reader = programs.ProgramCache(str(tmp_path), "k")
@@ -163,10 +160,8 @@ def test_a_saved_init_program_gives_the_same_state(setup, tmp_path):
 
 
 def test_the_restore_target_has_the_state_shapes_without_running_the_init(setup, tmp_path):
-    c, model, _, _ = setup
-    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
+    _, model, tx, real, _ = setup
     rng = jax.random.PRNGKey(0)
-    real = training.create_train_state(model, rng, 16, tx)
     cache = programs.ProgramCache(str(tmp_path), "k")
     traced = training.abstract_train_state(model, rng, 16, tx)  # jax.eval_shape of the init
     exported = training.abstract_train_state(model, rng, 16, tx, cache)  # the program's types
