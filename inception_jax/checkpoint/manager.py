@@ -150,10 +150,6 @@ class Checkpointer:
     def has_checkpoints(self) -> bool:
         """Whether the workdir holds a finished save (readable or not), without opening
         Orbax: a resumed run restores into the state's shapes instead of initialising."""
-        return self._has_saved_steps()
-
-    def _has_saved_steps(self) -> bool:
-        """Whether the workdir holds a finished save, without opening Orbax."""
         d = os.path.join(self.workdir, "checkpoints")
         return os.path.isdir(d) and any(name.isdigit() for name in os.listdir(d))
 
@@ -167,7 +163,7 @@ class Checkpointer:
                     saved = json.load(f)
             except (OSError, ValueError):
                 saved = None  # unreadable: checkpoints' shapes are still checked when restoring
-            if saved is not None and self._has_saved_steps():
+            if saved is not None and self.has_checkpoints():
                 diff = {k: (saved.get(k), current[k]) for k in current if saved.get(k) != current[k]}
                 if diff:
                     k, (old, new) = next(iter(diff.items()))
@@ -388,7 +384,7 @@ class Checkpointer:
     def restore_latest(self, state, data=None) -> Tuple[Any, int]:
         """The newest good checkpoint (corrupt newer ones are moved aside), or ``state`` at 0;
         the iterator ``data`` (streaming) takes the state saved with it."""
-        if self._managers is None and not self._has_saved_steps():
+        if self._managers is None and not self.has_checkpoints():
             return state, 0  # a new run: Orbax is opened at the first save
         had_any = bool(self.latest.all_steps())
         restored, step = self._newest_good(self.latest, state, "latest", data)
