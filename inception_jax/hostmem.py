@@ -5,17 +5,29 @@ for inception_cifar at batch 128) and frees it at the end. glibc's ``malloc``
 serves blocks that large with a fresh ``mmap`` and returns them with ``munmap``, so
 every step the kernel maps and zero-fills every page again: on 2 CPU cores that was
 ~170,000 page faults and ~0.5 s of system time per step, a quarter of the step's
-CPU time. :func:`reuse_freed_memory` tells glibc to keep such blocks in its heap
-and hand them out again, which removes those faults (measured with
-``getrusage``: 1.74 million minor faults per 10 steps -> 0).
+CPU time. :func:`reuse_freed_memory` makes that block come from glibc's main heap
+and stay there, which removes those faults (measured with ``getrusage``: 1.74
+million minor faults per 10 steps -> 0):
 
-It changes process-wide ``malloc`` behaviour, so it is opt-in for library users;
-``train.py`` applies it with the rule of the CPU kernels (:func:`follow`:
-``config.cpu_kernels`` "auto" = on exactly when JAX runs on the CPU, True/False
-force it), and the test suite and ``benchmarks/throughput.py`` (for inception_jax)
-call it. Set ``INCEPTION_JAX_DEFAULT_MALLOC=1`` to leave ``malloc`` alone.
+* JAX runs a CPU computation on the thread that calls it
+  (``jax_cpu_enable_async_dispatch`` off), so the block is asked for by the Python
+  thread, which allocates from the main heap. Another thread's ``malloc`` arena is
+  made of 64 MB heaps, and there a larger block is always a fresh ``mmap``.
+* The main heap makes no ``mmap`` for large blocks and keeps freed memory (up to
+  2 GB, growing 64 MB at a time) instead of trimming it back to the kernel.
 
-This module imports nothing heavy: it has to run before JAX starts its threads.
+Earlier this put every thread on the main heap instead (one malloc arena). XLA's
+compiler threads then waited for each other's ``malloc``: the first googlenet step
+compiled in 27 s instead of 17 s (docs/benchmarks.md).
+
+It changes process-wide behaviour, so it is opt-in for library users; ``train.py``
+applies it with the rule of the CPU kernels (:func:`follow`: ``config.cpu_kernels``
+"auto" = on exactly when JAX runs on the CPU, True/False force it), and the test
+suite and ``benchmarks/throughput.py`` (for inception_jax) call it. Set
+``INCEPTION_JAX_DEFAULT_MALLOC=1`` to leave ``malloc`` and JAX alone.
+
+It must run before JAX creates its CPU client (the first computation or
+``jax.devices()``); this module imports JAX only once the ``malloc`` settings are made.
 """
 
 from __future__ import annotations
@@ -31,7 +43,6 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
 
 OPT_OUT_ENV = "INCEPTION_JAX_DEFAULT_MALLOC"
 
@@ -60,20 +71,20 @@ def _accelerator_plugin_installed() -> bool:
 
 
 def reuse_freed_memory(force: bool = False) -> bool:
-    """Makes glibc keep freed memory for reuse (one heap, no ``mmap`` per block).
+    """Makes the step's temporary memory come from glibc's main heap and stay there.
 
-    Call it first thing in a program, before JAX runs anything: each thread
-    picks its malloc arena on its first allocation, and only threads created
-    afterwards all share the main heap. Returns True when applied; False on
-    non-glibc systems, when ``INCEPTION_JAX_DEFAULT_MALLOC`` is set, or (unless
-    ``force``) when JAX may run on an accelerator: there the step's buffers live
-    on the device, and one malloc arena for all host threads is not worth it.
+    Call it first thing in a program, before JAX creates its CPU client. Returns
+    True when applied; False on non-glibc systems, when ``INCEPTION_JAX_DEFAULT_MALLOC``
+    is set, or (unless ``force``) when JAX may run on an accelerator: there the step's
+    buffers live on the device.
 
-    Settings: one arena (threads in other arenas would still ``mmap`` blocks
-    over 64 MB), no ``mmap`` for large blocks, and freed memory at the top of
-    the heap kept up to 2 GB (with 64 MB of extra room per growth) instead of
-    being trimmed back to the kernel. The price: memory a process freed stays
-    mapped to it, so its resident size tracks its peak.
+    Settings: no ``mmap`` for large blocks and freed memory at the top of the heap
+    kept up to 2 GB (with 64 MB of extra room per growth) instead of being trimmed
+    back to the kernel; and JAX's CPU computations run on the calling thread, whose
+    memory comes from that heap (if JAX's CPU client already exists, only the heap
+    settings take effect). The price: memory a process freed stays mapped to it, so
+    its resident size tracks its peak, and a CPU step's call returns when the step
+    is done instead of when it is queued.
     """
     if os.environ.get(OPT_OUT_ENV, "") not in ("", "0"):
         return False
@@ -82,15 +93,19 @@ def reuse_freed_memory(force: bool = False) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return all(
+    applied = all(
         libc.mallopt(param, value) == 1
         for param, value in (
-            (_M_ARENA_MAX, 1),
             (_M_MMAP_MAX, 0),
             (_M_TRIM_THRESHOLD, 2**31 - 1),
             (_M_TOP_PAD, 64 << 20),
         )
     )
+    if applied:
+        import jax  # only now: the settings above are made
+
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return applied
 
 
 def follow(setting, *, jax_started: bool = False) -> bool:
@@ -101,8 +116,9 @@ def follow(setting, *, jax_started: bool = False) -> bool:
     only predict the platform (no accelerator plugin installed, or
     ``JAX_PLATFORMS=cpu``), and once after (``jax_started=True``), when
     ``jax.default_backend()`` is known: a CPU run whose prediction was wrong (a
-    plugin installed, no accelerator present) gets it then, minus the single-arena
-    part, which only affects threads started later. Returns whether it is applied.
+    plugin installed, no accelerator present) gets it then, minus running on the
+    calling thread, which only a client created later takes. Returns whether it is
+    applied.
     """
     if setting is True or setting is False:
         return reuse_freed_memory(force=True) if (setting and not jax_started) else False

@@ -1,7 +1,8 @@
-"""inception_jax.hostmem: freed large blocks are reused, not page-faulted in again.
+"""inception_jax.hostmem: a step's large temporary block is reused, not page-faulted
+in again.
 
-Each case runs in a fresh interpreter (malloc settings are process-wide and must
-be made before threads allocate); the kernel's minor-fault count is the referee.
+Each case runs in a fresh interpreter (the settings are process-wide and must be made
+before JAX creates its CPU client); the kernel's minor-fault count is the referee.
 """
 
 import os
@@ -14,42 +15,27 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = 5 * (256 << 20) // os.sysconf("SC_PAGE_SIZE")  # the five blocks' pages
 
-# Like XLA:CPU's per-step temporary block: a 256 MB block allocated, written and
-# freed from a worker thread, five times over.
+# Like XLA:CPU's per-step temporary block: a jitted call whose 256 MB product lives
+# only inside the call, made five times over.
 SCRIPT = textwrap.dedent("""
-    import ctypes, resource, sys, threading
+    import resource, sys
     from inception_jax import hostmem
+    assert "jax" not in sys.modules, "importing inception_jax.hostmem imported jax"
     applied = hostmem.reuse_freed_memory() if sys.argv[1] == "tuned" else False
-    import jax_free_check  # noqa: F401  (fails if JAX was imported by now)
+    import jax
 
-    libc = ctypes.CDLL("libc.so.6")
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-
-    def cycles(n):  # plain malloc/free (numpy would ask for huge pages)
-        for _ in range(n):
-            block = libc.malloc(256 << 20)
-            ctypes.memset(block, 1, 256 << 20)
-            libc.free(block)
-
-    faults = []
-    def work():
-        cycles(1)  # the first one may fault: the heap grows
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        cycles(5)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    print(applied, faults[0])
+    a, b = jax.numpy.ones((4096, 8)), jax.numpy.ones((8, 16384))
+    step = jax.jit(lambda a, b: (lambda y: (y.sum(0), y.max(1)))(a @ b))
+    assert step.lower(a, b).compile().memory_analysis().temp_size_in_bytes == 256 << 20
+    jax.block_until_ready(step(a, b))  # the first call may fault: the heap grows
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        jax.block_until_ready(step(a, b))
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """)
 
 
 def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
-    # a stand-in module that fails if JAX was imported before it (hostmem must not import JAX)
-    (tmp_path / "jax_free_check.py").write_text(
-        "import sys\nassert 'jax' not in sys.modules, 'inception_jax.hostmem imported jax'\n"
-    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT, *extra_path])}
     env.pop("INCEPTION_JAX_DEFAULT_MALLOC", None)
     env["JAX_PLATFORMS"] = "cpu"
@@ -70,11 +56,11 @@ def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
 def test_reuse_freed_memory_stops_page_faults_for_large_blocks(tmp_path):
     applied, default_faults = _run("default", tmp_path=tmp_path)
     assert not applied
-    # default glibc: every 256 MB block is a fresh mmap, each page faulted in again
+    # default: every 256 MB block is a fresh mmap, each page faulted in again
     assert default_faults > 0.9 * PAGES, (default_faults, PAGES)
     applied, tuned_faults = _run("tuned", tmp_path=tmp_path)
     assert applied
-    assert tuned_faults < 0.01 * PAGES, (tuned_faults, PAGES)
+    assert tuned_faults < 0.2 * PAGES, (tuned_faults, PAGES)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
@@ -96,4 +82,4 @@ def test_left_alone_where_jax_may_use_an_accelerator(tmp_path):
     assert faults > 0.9 * PAGES
     # ... unless JAX is told to use the CPU
     applied, faults = _run("tuned", {"JAX_PLATFORMS": "cpu"}, tmp_path=tmp_path, extra_path=path)
-    assert applied and faults < 0.01 * PAGES
+    assert applied and faults < 0.2 * PAGES
