@@ -189,6 +189,7 @@ def _batch_norm_train_bwd(epsilon, axis_name, dtype, residuals, cotangents):
     sum_g = jnp.sum(g, axis=axes)
     sum_gx = jnp.sum(g * xhat, axis=axes)
     count = math.prod(x.shape[:-1])
+    axis_name = layers.across_devices(axis_name)
     if axis_name is not None:  # the statistics were global: so is their gradient
         total_g, total_gx = lax.psum((sum_g, sum_gx), axis_name)
         count = count * lax.axis_size(axis_name)

@@ -45,6 +45,7 @@ from inception_jax.nn.conv import (
 )
 from inception_jax.nn.norm import (
     BatchNorm,
+    across_devices,
     batch_norm_train,
     batch_statistics,
     statistics_dtype,
@@ -76,6 +77,7 @@ __all__ = [
     "NaiveInceptionModule",
     "PoolSpec",
     "ResidualInceptionBlock",
+    "across_devices",
     "adaptive_avg_pool",
     "apply_pool",
     "avg_pool",

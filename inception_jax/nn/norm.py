@@ -63,6 +63,18 @@ def statistics_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def across_devices(axis_name: Optional[str]) -> Optional[str]:
+    """``axis_name`` if it names a mapped axis of more than one device, else None.
+
+    Averaging over one device changes no value (a mean of one is itself, bit for
+    bit), but each collective is a separate kernel for XLA to compile and a fusion
+    boundary: on one device the statistics and gradients skip it.
+    """
+    if axis_name is not None and lax.axis_size(axis_name) > 1:
+        return axis_name
+    return None
+
+
 def batch_statistics(x: jax.Array, axis_name: Optional[str] = None):
     """Float32 (float64 for float64 input) mean and biased variance over all axes but
     the last, across the devices of ``axis_name`` if given, in one collective.
@@ -74,6 +86,7 @@ def batch_statistics(x: jax.Array, axis_name: Optional[str] = None):
     mean is large against the spread.
     """
     axes = tuple(range(x.ndim - 1))
+    axis_name = across_devices(axis_name)
     xf = x.astype(statistics_dtype(x.dtype))
     mean = jnp.mean(xf, axis=axes)
     var = jnp.mean(jnp.square(xf - mean), axis=axes)
