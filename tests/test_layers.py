@@ -354,3 +354,45 @@ def test_basic_conv_train_gradients_equal_torch(cin, cout, k, stride, pad, size,
         np.asarray(dparams["bn"]["scale"]), bn.weight.grad.numpy(), rtol=1e-4, atol=1e-4
     )
     np.testing.assert_allclose(np.asarray(dparams["bn"]["bias"]), bn.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_basic_conv_draws_flax_default_kernel_and_still_checks_shapes():
+    # BasicConv gives its conv a shape-only initializer outside init (Flax's shape check
+    # on apply then traces no random draw): init must still draw exactly what a plain
+    # flax.linen.Conv with its default initializer draws, and apply must still reject
+    # a kernel of the wrong shape.
+    class PlainConv(flax.linen.Module):
+        @flax.linen.compact
+        def __call__(self, x):
+            return flax.linen.Conv(4, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv")(x)
+
+    x = jnp.ones((2, 6, 6, 3))
+    conv = layers.BasicConv(4, 3, padding=1)
+    variables = conv.init(jax.random.PRNGKey(7), x)
+    expected = PlainConv().init(jax.random.PRNGKey(7), x)["params"]["conv"]["kernel"]
+    np.testing.assert_array_equal(variables["params"]["conv"]["kernel"], expected)
+    assert float(jnp.std(expected)) > 0.05  # a real draw, not zeros
+    bad = jax.tree_util.tree_map(lambda v: v, variables)
+    bad["params"]["conv"]["kernel"] = jnp.zeros((3, 3, 3, 5))
+    with pytest.raises(flax.errors.ScopeParamShapeError):
+        conv.apply(bad, x)
+
+
+def test_batch_statistics_over_a_one_device_axis_need_no_collective():
+    # the statistics of a mapped axis of one device are the local ones: no all_gather
+    # for XLA to compile, and the numbers of a plain two-pass mean and variance
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    x = np.random.RandomState(0).randn(4, 5, 5, 6).astype(np.float32) * 3 + 1
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    stats = jax.jit(
+        jax.shard_map(
+            lambda v: layers.batch_statistics(v, "data"), mesh=mesh, in_specs=P("data"), out_specs=P("data")
+        )
+    )
+    assert "all_gather" not in stats.lower(x).as_text()
+    mean, var = stats(x)
+    x64 = x.astype(np.float64).reshape(-1, 6)
+    np.testing.assert_allclose(mean, x64.mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(var, ((x64 - x64.mean(0)) ** 2).mean(0), rtol=1e-5)
