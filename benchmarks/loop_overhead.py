@@ -12,6 +12,12 @@ Measures steps/s of, on the same model, data and devices:
   metrics accumulation, progress lines, stop checks), timed over its steps after the
   first window (compilation excluded), for ``steps_per_call`` 1 and more.
 
+The loop's TensorBoard writer imports tensorboardX (and with it PyTorch, when
+installed: 1.5-4 s) on a thread started by the first progress line, once per run. In a
+run of a few hundred tiny steps that import fell inside the timed windows and competed
+with the loop for the GIL (130 steps/s against about 400 without it), so it is imported
+here before any timing: what is measured is the cost of every step.
+
 The model is ``tiny_inception`` (tests/reliability_worker.py: one Inception module at
 8x8), batch 32, synthetic data. Each configuration runs in this one process, one after
 the other, so they share the machine state.
@@ -98,6 +104,8 @@ def main():
     from inception_jax import hostmem
 
     hostmem.follow("auto", jax_started=False)
+    import tensorboardX  # noqa: F401  (the writer's one-off import, out of the timed windows)
+
     rows = [
         {"what": "bare step", "steps_per_s": bare(args.steps, gather=False)},
         {"what": "bare gather + step", "steps_per_s": bare(args.steps, gather=True)},
