@@ -66,9 +66,10 @@ def statistics_dtype(dtype) -> jnp.dtype:
 def across_devices(axis_name: Optional[str]) -> Optional[str]:
     """``axis_name`` if it names a mapped axis of more than one device, else None.
 
-    Averaging over one device changes no value (a mean of one is itself, bit for
-    bit), but each collective is a separate kernel for XLA to compile and a fusion
-    boundary: on one device the statistics and gradients skip it.
+    Averaging over one device changes no value (a mean of one is itself), but each
+    collective is a separate kernel for XLA to compile and a fusion boundary: on one
+    device the statistics and gradients skip it (XLA may then fuse, and round, a
+    little differently).
     """
     if axis_name is not None and lax.axis_size(axis_name) > 1:
         return axis_name
