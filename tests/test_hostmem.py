@@ -41,8 +41,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT, *extra_path])}
+def _run(mode, env_extra=None, extra_path=()):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, *extra_path])}
     env.pop("INCEPTION_JAX_DEFAULT_MALLOC", None)
     env["JAX_PLATFORMS"] = "cpu"
     for k, v in (env_extra or {}).items():
@@ -59,19 +59,19 @@ def _run(mode, env_extra=None, tmp_path=None, extra_path=()):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
-def test_reuse_freed_memory_stops_page_faults_for_large_blocks(tmp_path):
-    applied, default_faults = _run("default", tmp_path=tmp_path)
+def test_reuse_freed_memory_stops_page_faults_for_large_blocks():
+    applied, default_faults = _run("default")
     assert not applied
     # default: every 256 MB block is a fresh mmap, each page faulted in again
     assert default_faults > 0.9 * PAGES, (default_faults, PAGES)
-    applied, tuned_faults = _run("tuned", tmp_path=tmp_path)
+    applied, tuned_faults = _run("tuned")
     assert applied
     assert tuned_faults < AT_MOST_ONE_BLOCK, (tuned_faults, PAGES)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
-def test_opt_out_leaves_malloc_alone(tmp_path):
-    applied, faults = _run("tuned", {"INCEPTION_JAX_DEFAULT_MALLOC": "1"}, tmp_path=tmp_path)
+def test_opt_out_leaves_malloc_alone():
+    applied, faults = _run("tuned", {"INCEPTION_JAX_DEFAULT_MALLOC": "1"})
     assert not applied
     assert faults > 0.9 * PAGES
 
@@ -83,9 +83,9 @@ def test_left_alone_where_jax_may_use_an_accelerator(tmp_path):
     plugin.mkdir(parents=True)
     (plugin / "__init__.py").write_text("")
     path = [str(tmp_path / "plugins")]
-    applied, faults = _run("tuned", {"JAX_PLATFORMS": None}, tmp_path=tmp_path, extra_path=path)
+    applied, faults = _run("tuned", {"JAX_PLATFORMS": None}, extra_path=path)
     assert not applied
     assert faults > 0.9 * PAGES
     # ... unless JAX is told to use the CPU
-    applied, faults = _run("tuned", {"JAX_PLATFORMS": "cpu"}, tmp_path=tmp_path, extra_path=path)
+    applied, faults = _run("tuned", {"JAX_PLATFORMS": "cpu"}, extra_path=path)
     assert applied and faults < AT_MOST_ONE_BLOCK
