@@ -46,6 +46,14 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _compare(reference: dict, other: dict) -> str:
+    differ = [k for k in reference if reference[k].tobytes() != other[k].tobytes()]
+    if not differ:
+        return "bitwise equal"
+    worst = max(float(np.max(np.abs(reference[k].astype(np.float64) - other[k]))) for k in differ)
+    return f"{len(differ)}/{len(reference)} arrays differ (max {worst:.2g})"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="googlenet")
@@ -109,7 +117,10 @@ def main():
         for i, options in enumerate(option_sets):
             n += 1
             c0, t0 = _cpu_seconds(), time.perf_counter()
-            compiled = lowered.compile(compiler_options={**options, "xla_dump_max_hlo_modules": 1000 + n})
+            try:
+                compiled = lowered.compile(compiler_options={**options, "xla_dump_max_hlo_modules": 1000 + n})
+            except Exception as e:  # an option this XLA does not take
+                sys.exit(f"--options {json.dumps(options)}: XLA refused it ({str(e).splitlines()[0]})")
             compiles[i].append(time.perf_counter() - t0)
             cpu[i].append(_cpu_seconds() - c0)
             state = runner.put_replicated(state0)
@@ -120,32 +131,21 @@ def main():
                 if k:  # the first run of a program also loads it
                     steps[i].append(time.perf_counter() - t0)
             if finals[i] is None:
-                finals[i] = jax.tree_util.tree_leaves_with_path(jax.device_get(state))
+                leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(state))
+                finals[i] = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
             print(f"  {json.dumps(options)}: compile {compiles[i][-1]:.2f} s", flush=True)
 
     reference = finals[0]
     if a.save:
-        np.savez(a.save, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in reference})
+        np.savez(a.save, **reference)
     if a.against:
-        saved = np.load(a.against)
-        keys = [jax.tree_util.keystr(k) for k, _ in reference]
-        if sorted(keys) != sorted(saved.files):
+        saved = dict(np.load(a.against))
+        if sorted(saved) != sorted(reference):
             sys.exit(f"--against {a.against}: not a state of {a.model} (other arrays); save one with --save")
-        differ = [k for k, (_, v) in zip(keys, reference) if saved[k].tobytes() != np.asarray(v).tobytes()]
-        print(
-            f"against {a.against}: "
-            + (f"{len(differ)}/{len(reference)} arrays differ" if differ else "bitwise equal")
-        )
+        print(f"against {a.against}: {_compare(reference, saved)}")
     print()
     for i, options in enumerate(option_sets):
-        leaves = finals[i]
-        differ = [
-            (np.asarray(x), np.asarray(y))
-            for (_, x), (_, y) in zip(reference, leaves)
-            if np.asarray(x).tobytes() != np.asarray(y).tobytes()
-        ]
-        worst = max((float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in differ), default=0.0)
-        same = f"{len(differ)}/{len(leaves)} arrays differ (max {worst:.2g})" if differ else "bitwise equal"
+        same = _compare(reference, finals[i])
         step_ms = 1e3 * statistics.median(steps[i]) if steps[i] else float("nan")
         print(
             f"{json.dumps(options):<48} compile {', '.join(f'{x:.2f}' for x in compiles[i])} s "
