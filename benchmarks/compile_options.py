@@ -21,8 +21,9 @@ from the ``XLA_FLAGS`` environment variable (``xla_backend_extra_options`` and
 others) need two runs of this script: ``--save`` in one, ``--against`` in the other.
 
 Printed per option set: the compile times (wall, and the process's CPU time during
-it), the step times after the first, and, against the first option set, how many of
-the state's arrays (params, BatchNorm statistics, momentum) differ after the steps.
+it), the first run of each compiled program, the median of the steps after it, and,
+against the first option set, how many of the state's arrays (params, BatchNorm
+statistics, momentum) differ after the steps.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main():
     compiles = [[] for _ in option_sets]
     cpu = [[] for _ in option_sets]
     steps = [[] for _ in option_sets]
+    first_runs = [[] for _ in option_sets]
     finals = [None for _ in option_sets]
     n = 0
     for _ in range(a.repeats):
@@ -128,8 +130,8 @@ def main():
                 t0 = time.perf_counter()
                 state, m = compiled(state, *batch)
                 jax.block_until_ready(m)
-                if k:  # the first run of a program also loads it
-                    steps[i].append(time.perf_counter() - t0)
+                # the first run of a program also loads it (and sets up its library calls)
+                (steps[i] if k else first_runs[i]).append(time.perf_counter() - t0)
             if finals[i] is None:
                 leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(state))
                 finals[i] = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
@@ -149,7 +151,8 @@ def main():
         step_ms = 1e3 * statistics.median(steps[i]) if steps[i] else float("nan")
         print(
             f"{json.dumps(options):<48} compile {', '.join(f'{x:.2f}' for x in compiles[i])} s "
-            f"(CPU {', '.join(f'{x:.1f}' for x in cpu[i])} s)  step {step_ms:.0f} ms  {same}"
+            f"(CPU {', '.join(f'{x:.1f}' for x in cpu[i])} s)  first run "
+            f"{', '.join(f'{1e3 * x:.0f}' for x in first_runs[i])} ms  step {step_ms:.0f} ms  {same}"
         )
 
 
