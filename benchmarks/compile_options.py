@@ -5,15 +5,15 @@ step time, and whether the numbers stay the same.
         --options '{}' '{"xla_backend_optimization_level": 1}'
     XLA_FLAGS=--xla_cpu_enable_fast_min_max=false python benchmarks/compile_options.py ...
 
-The trainer's train step (``Runner``, shard_map, SGD with momentum and weight decay,
-the config's own ``cpu_kernels``) is traced and lowered once; then each option set
-(a JSON object of XLA debug options, the first is the reference) is compiled from
-that same lowered program, in turn, ``--repeats`` times, and runs ``--steps`` steps
-from the same state and batch. Measuring in one process leaves out what makes
-process-to-process timings of a cold start noisy on a small machine (start-up,
-import, tracing, page faults): on the 2-core CPU, googlenet's cold "compile s" in
-``throughput.py`` varied from 15.6 to 22.6 s between runs of the same code, the XLA
-compile measured here by about +-1 s.
+The trainer's train step (throughput.py's case: ``Runner``, shard_map, SGD with
+momentum, here with weight decay 1e-4, the config's own ``cpu_kernels``) is traced
+and lowered once; then each option set (a JSON object of XLA debug options, the
+first is the reference) is compiled from that same lowered program, in turn,
+``--repeats`` times, and runs ``--steps`` steps from the same state and batch.
+Measuring in one process leaves out what makes process-to-process timings of a cold
+start noisy on a small machine (start-up, import, tracing, page faults): on the
+2-core CPU, googlenet's cold "compile s" in ``throughput.py`` varied from 14.8 to
+22.6 s between runs of the same code, the XLA compile measured here by about +-1 s.
 
 JAX caches a compiled program per (program, options), so every compile here also
 carries a harmless, different ``xla_dump_max_hlo_modules``. Options XLA reads only
@@ -83,28 +83,13 @@ def main():
 
     hostmem.reuse_freed_memory()  # as train.py sets the process up
     import jax
-    import optax
+    from throughput import jax_train_case  # the same case throughput.py measures
 
-    from inception_jax import config as config_lib
-    from inception_jax import models, training
+    from inception_jax import models
 
-    info = models.get_info(a.model)
-    size = a.image_size or info.default_input_size
-    c = config_lib.base_config()
-    c.model, c.image_size, c.optimizer, c.learning_rate = a.model, size, "sgd", 0.01
-    c.momentum, c.weight_decay = 0.9, 1e-4
-    model = training.build_model(c, info.num_classes)
-    tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
-    state0 = jax.device_get(training.create_train_state(model, jax.random.PRNGKey(0), size, tx))
-    runner = training.Runner(model, training.step_config(c, streaming=True), "shard_map")
-    rng = np.random.RandomState(0)
-    batch = (
-        runner.put_local_batch(rng.randint(0, 256, (a.batch_size, size, size, 3)).astype(np.uint8)),
-        runner.put_local_batch(rng.randint(0, info.num_classes, a.batch_size).astype(np.int32)),
-        runner.put_local_batch(np.ones(a.batch_size, np.float32)),
-        runner.put_local_batch(np.arange(a.batch_size, dtype=np.int32)),
-        runner.put_replicated(jax.random.PRNGKey(1)),
-    )
+    size = a.image_size or models.get_info(a.model).default_input_size
+    runner, state, batch = jax_train_case(a.model, a.batch_size, size, weight_decay=1e-4)
+    state0 = jax.device_get(state)
     t = time.perf_counter()
     lowered = runner._train.lower(runner.put_replicated(state0), *batch)  # as first_step.py
     print(f"{a.model} {size}px batch {a.batch_size}: traced and lowered in {time.perf_counter() - t:.2f} s")

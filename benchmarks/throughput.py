@@ -45,30 +45,43 @@ def _versions(framework):
     return {"torch": torch.__version__}
 
 
-def bench_jax(name, batch, size, steps, warmup, half):
+def jax_train_case(name, batch, size, half=False, weight_decay=0.0):
+    """What the JAX measurements run: the trainer's ``Runner`` (shard_map) for ``name``
+    with SGD (momentum 0.9, lr 0.01, ``weight_decay``), its initial state on the
+    devices, and one fixed synthetic batch there: ``(runner, state, (images, labels,
+    weights, example_ids, key))``, the arguments ``runner.train`` takes after the state."""
     import jax
     import optax
 
     from inception_jax import config as config_lib
     from inception_jax import models, training
-    from inception_jax.models.stats import count_macs
 
     c = config_lib.base_config()
     c.model, c.image_size, c.optimizer, c.learning_rate = name, size, "sgd", 0.01
-    c.half_precision = half
-    info = models.get_info(name)
-    num_classes = info.num_classes
+    c.half_precision, c.weight_decay = half, weight_decay
+    num_classes = models.get_info(name).num_classes
     model = training.build_model(c, num_classes)
     tx = training.make_optimizer(c, optax.constant_schedule(c.learning_rate))
     state = training.create_train_state(model, jax.random.PRNGKey(0), size, tx)
     runner = training.Runner(model, training.step_config(c, streaming=True), "shard_map")
-    state = runner.put_replicated(state)
     rng = np.random.RandomState(0)
-    images = runner.put_local_batch(rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8))
-    labels = runner.put_local_batch(rng.randint(0, num_classes, batch).astype(np.int32))
-    weights = runner.put_local_batch(np.ones(batch, np.float32))
-    ids = runner.put_local_batch(np.arange(batch, dtype=np.int32))
-    key = runner.put_replicated(jax.random.PRNGKey(1))
+    args = (
+        runner.put_local_batch(rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8)),
+        runner.put_local_batch(rng.randint(0, num_classes, batch).astype(np.int32)),
+        runner.put_local_batch(np.ones(batch, np.float32)),
+        runner.put_local_batch(np.arange(batch, dtype=np.int32)),
+        runner.put_replicated(jax.random.PRNGKey(1)),
+    )
+    return runner, runner.put_replicated(state), args
+
+
+def bench_jax(name, batch, size, steps, warmup, half):
+    import jax
+
+    from inception_jax import models
+    from inception_jax.models.stats import count_macs
+
+    runner, state, (images, labels, weights, ids, key) = jax_train_case(name, batch, size, half)
     t0 = time.perf_counter()
     state, m = runner.train(state, images, labels, weights, ids, key)
     jax.block_until_ready(m)
