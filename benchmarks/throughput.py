@@ -246,12 +246,7 @@ def _one(spec):
     )
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--one"]:
-        return _one(json.loads(argv[1]))
-    from inception_jax import models
-
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="inception_cifar", help="comma-separated registry names")
     p.add_argument("--batch-size", type=int, default=128)
@@ -272,34 +267,54 @@ def main(argv=None):
         default=0.0,
         help="device peak for model FLOP utilisation (e.g. 989 for H100/H200 bf16 dense)",
     )
-    p.add_argument("--json", default="", help="write the records here")
+    p.add_argument("--json", default="", help="write the records here (rewritten after each measurement)")
+    return p
+
+
+def _add_utilisation(records, name, peak_tflops):
+    gflop = next((r["train_gflop_per_img"] for r in records if r.get("train_gflop_per_img")), None)
+    for r in records:
+        if r["model"] == name and gflop:
+            r["achieved_tflops"] = r["img_per_s"] * gflop / 1e3
+            if peak_tflops:
+                r["mfu"] = r["achieved_tflops"] / peak_tflops
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--one"]:
+        return _one(json.loads(argv[1]))
+    from inception_jax import models
+
+    p = build_parser()
     args = p.parse_args(argv)
 
     frameworks = args.frameworks.split(",")
     unknown = set(frameworks) - {"inception_jax", "torch", "torch-compile"}
     if unknown:
         p.error(f"--frameworks: unknown {sorted(unknown)}; expected inception_jax, torch, torch-compile")
-    records = []
-    for name in args.model.split(","):
+    names = args.model.split(",")
+    sizes = {}
+    for name in names:
         try:
             info = models.get_info(name)
         except (KeyError, ValueError) as e:
             p.error(f"--model {name}: {e}")
-        size = args.image_size or info.default_input_size
-        gflop = None
-        for fw in frameworks:
-            r = _run_one(args, name, size, fw)
-            if r is None:
-                continue
-            if "skipped" in r:
-                continue
-            records.append(r)
-            gflop = r.get("train_gflop_per_img", gflop)
-        for r in records:
-            if r["model"] == name and gflop:
-                r["achieved_tflops"] = r["img_per_s"] * gflop / 1e3
-                if args.peak_tflops:
-                    r["mfu"] = r["achieved_tflops"] / args.peak_tflops
+        sizes[name] = args.image_size or info.default_input_size
+    records = []
+    try:
+        for name in names:
+            for fw in frameworks:
+                r = _run_one(args, name, sizes[name], fw)
+                if r is None or "skipped" in r:
+                    continue
+                records.append(r)
+                _add_utilisation([x for x in records if x["model"] == name], name, args.peak_tflops)
+                if args.json:  # after each measurement, so that an interrupted run keeps it
+                    with open(args.json, "w") as f:
+                        json.dump(records, f, indent=1)
+    except KeyboardInterrupt:
+        print("interrupted: the table and --json hold the measurements that finished", file=sys.stderr)
     print(
         f"{'framework':<15}{'model':<20}{'batch':>6}{'size':>6}{'img/s':>11}{'step ms':>9}"
         f"{'compile s':>10}{'TFLOP/s':>9}  {'malloc':<8}device"
@@ -310,7 +325,7 @@ def main(argv=None):
             f"{r['img_per_s']:>11,.0f}{r['step_ms']:>9.1f}{r['compile_s']:>10.1f}"
             f"{r.get('achieved_tflops', float('nan')):>9.2f}  {r['host_malloc']:<8}{r['device']}"
         )
-    for name in args.model.split(","):
+    for name in names:
         jx = [r for r in records if r["model"] == name and r["framework"] == "inception_jax"]
         best_torch = max(
             (r["img_per_s"] for r in records if r["model"] == name and r["framework"] != "inception_jax"),

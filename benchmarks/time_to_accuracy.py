@@ -45,7 +45,7 @@ def _parse_value(text: str):
         return text
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "cifar10_fast.py"))
     p.add_argument("--data_dir", default=None)
@@ -56,7 +56,17 @@ def main(argv=None) -> int:
     p.add_argument("--warm-cache", default="", help="persistent compilation cache directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
+    return p
+
+
+def _cache_entries(path: str) -> int:
+    path = os.path.expanduser(path)
+    return len(os.listdir(path)) if path and os.path.isdir(path) else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cached_at_start = _cache_entries(args.warm_cache)
 
     import jax
 
@@ -82,14 +92,22 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    interrupted = False
     try:
         out = training.train_and_evaluate(config, workdir)
     except (ValueError, FloatingPointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # gpu_suite.sh's time budget: report the epochs that finished
+        interrupted, out = True, None
+        print("interrupted: reporting the epochs that finished", file=sys.stderr)
+    else:
+        # the trainer turns a first SIGINT into "stop after this step and save"
+        interrupted = out.get("stopped_by") is not None
     t_end = time.time()
     epochs = []
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    with open(metrics) if os.path.exists(metrics) else open(os.devnull) as f:
         for line in f:
             rec = json.loads(line)
             if rec.get("kind") == "epoch":
@@ -112,10 +130,12 @@ def main(argv=None) -> int:
         "reached": hit is not None,
         "time_to_target_s": hit["wall_s"] if hit else None,
         "epoch_reached": hit["epoch"] if hit else None,
-        "final_eval_accuracy": out["eval_accuracy"],
+        "final_eval_accuracy": out["eval_accuracy"] if out else None,
+        "interrupted": interrupted,
         "total_wall_s": t_end - T0,
         "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
         "warm_cache": bool(args.warm_cache),
+        "cache_entries_at_start": cached_at_start,
         "epochs": epochs,
         "date": time.strftime("%Y-%m-%d"),
         "jax": jax.__version__,
@@ -126,9 +146,10 @@ def main(argv=None) -> int:
             f"(from script start; data loading and compilation included) on {result['device']}"
         )
     else:
+        last = f"{100 * epochs[-1]['eval_accuracy']:.2f}%" if epochs else "no epoch finished"
         print(
-            f"did not reach {100 * args.target:.2f}%: final {100 * out['eval_accuracy']:.2f}% after "
-            f"{t_end - T0:.1f} s on {result['device']}"
+            f"did not reach {100 * args.target:.2f}%{' (interrupted)' if interrupted else ''}: "
+            f"last eval {last} after {t_end - T0:.1f} s on {result['device']}"
         )
     if args.json:
         with open(args.json, "w") as f:
