@@ -154,6 +154,9 @@ def one_off_compiler_options(platform: str = ""):
     return [level]
 
 
+_REJECTED_OPTIONS: set = set()  # option sets this process's XLA did not take
+
+
 def run_once(fn, *args):
     """``fn(*args)`` as one compiled program, compiled without XLA backend optimisation:
     for work that runs a single time (initialisation), compiling fast (about 2x sooner
@@ -164,11 +167,16 @@ def run_once(fn, *args):
     lowered = jax.jit(fn).lower(*args)
     compiled = None
     for options in one_off_compiler_options():
+        key = tuple(sorted(options.items()))
+        if key in _REJECTED_OPTIONS:
+            continue
         try:
             compiled = lowered.compile(compiler_options=options)
             break
         except Exception:  # a backend or XLA version that does not take an option
-            continue
+            # (jax 0.11's XLA has no xla_cpu_use_fusion_emitters); finding out cost
+            # 0.45 s for googlenet's init there, so ask once per process
+            _REJECTED_OPTIONS.add(key)
     if compiled is None:
         compiled = lowered.compile()
     concrete = [jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in args]
