@@ -271,10 +271,11 @@ def build_parser():
     return p
 
 
-def _add_utilisation(records, name, peak_tflops):
-    gflop = next((r["train_gflop_per_img"] for r in records if r.get("train_gflop_per_img")), None)
-    for r in records:
-        if r["model"] == name and gflop:
+def _add_utilisation(model_records, peak_tflops):
+    """TFLOP/s (and MFU) for one model's records, from the FLOPs its JAX record counted."""
+    gflop = next((r["train_gflop_per_img"] for r in model_records if r.get("train_gflop_per_img")), None)
+    for r in model_records:
+        if gflop:
             r["achieved_tflops"] = r["img_per_s"] * gflop / 1e3
             if peak_tflops:
                 r["mfu"] = r["achieved_tflops"] / peak_tflops
@@ -309,7 +310,7 @@ def main(argv=None):
                 if r is None or "skipped" in r:
                     continue
                 records.append(r)
-                _add_utilisation([x for x in records if x["model"] == name], name, args.peak_tflops)
+                _add_utilisation([x for x in records if x["model"] == name], args.peak_tflops)
                 if args.json:  # after each measurement, so that an interrupted run keeps it
                     with open(args.json, "w") as f:
                         json.dump(records, f, indent=1)
@@ -333,9 +334,6 @@ def main(argv=None):
         )
         if jx and best_torch:
             print(f"{name}: inception_jax / best PyTorch = {jx[0]['img_per_s'] / best_torch:.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
 
 
 if __name__ == "__main__":
