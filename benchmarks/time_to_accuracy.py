@@ -92,7 +92,6 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    interrupted = False
     try:
         out = training.train_and_evaluate(config, workdir)
     except (ValueError, FloatingPointError, OSError) as e:
