@@ -3,6 +3,7 @@ XLA compile, and the first step itself; cold and with the persistent compilation
 
     python benchmarks/first_step.py                       # the four cases below
     python benchmarks/first_step.py --cases googlenet:224:16 --json out.json
+    python benchmarks/first_step.py --cases restart:googlenet:224:16,restart:inception_cifar:32:128
 
 Each case runs twice in a fresh Python process with a new, empty compilation cache
 directory: "cold" (the cache is empty) and "cached" (the second process finds the
@@ -10,7 +11,10 @@ first's entries). Both keep the traced programs on disk as train.py does
 (``inception_jax/train/programs.py``; ``--no-programs`` turns that off), so "cached"
 is a restart with the same code and config. A case is ``model:image_size:batch``;
 ``smoke`` is configs/smoke.py through train.py, timed from process start to its first
-progress line.
+progress line. ``restart:model:image_size:batch`` is a resumed run through train.py
+(synthetic data): the cold process trains one step and saves a checkpoint, the
+cached one resumes from it; each is timed from process start to its first progress
+line.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ def child(model: str, size: int, batch: int, cache: str, programs: bool) -> dict
     s = time.perf_counter()
     model_ = training.build_model(c, 10)
     tx = training.make_optimizer(c, training.make_schedule(c, 100, 1000))
-    saved = training.program_cache(c)  # the traced programs on disk, as train.py keeps them
+    # the traced programs on disk, as train.py keeps them
+    saved = training.program_cache(c, num_classes=10, steps_per_epoch=100, total_steps=1000)
     state = training.create_train_state(model_, jax.random.PRNGKey(0), size, tx, saved)
     jax.block_until_ready(state)
     t["init"] = time.perf_counter() - s
@@ -112,6 +117,43 @@ def smoke(cache: str, workdir: str, programs: bool) -> dict:
     return {"first progress line": first}
 
 
+def restart(model: str, size: int, batch: int, cache: str, workdir: str, programs: bool, step: int) -> dict:
+    """train.py on synthetic data up to ``stop_at_step=step`` in ``workdir`` (resuming
+    from its checkpoint when there is one): seconds to the first progress line."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            "--config",
+            os.path.join(ROOT, "configs", "smoke.py"),
+            "--workdir",
+            workdir,
+            f"--config.model={model}",
+            f"--config.image_size={size}",
+            f"--config.batch_size={batch}",
+            f"--config.eval_batch_size={batch}",
+            f"--config.synthetic_examples={8 * batch}",
+            "--config.log_every_steps=1",
+            f"--config.stop_at_step={step}",
+            f"--config.compilation_cache_dir={cache}",
+            f"--config.cache_traced_programs={programs}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    first, out = None, []
+    for line in proc.stdout:
+        out.append(line)
+        if first is None and f"step {step}/" in line:
+            first = time.perf_counter() - start
+    if proc.wait() != 0 or first is None:
+        raise SystemExit("".join(out[-30:]))
+    return {"first progress line": first}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cases", default=",".join(CASES))
@@ -131,8 +173,12 @@ def main():
     for case in args.cases.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             cache = os.path.join(tmp, "xla")  # traced programs go to xla-programs beside it
-            for run in ("cold", "cached"):
-                if case == "smoke":
+            for i, run in enumerate(("cold", "cached")):
+                if case.startswith("restart:"):
+                    model, size, batch = case.split(":")[1:]
+                    workdir = os.path.join(tmp, "workdir")
+                    r = restart(model, int(size), int(batch), cache, workdir, not args.no_programs, i + 1)
+                elif case == "smoke":
                     with tempfile.TemporaryDirectory() as workdir:
                         r = smoke(cache, workdir, not args.no_programs)
                 else:

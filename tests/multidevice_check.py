@@ -54,13 +54,23 @@ def main():
         cache = ProgramCache(programs_dir, "multidevice")
         results[name] = run(jax.devices(), "shard_map", cache)
         out_counts = (cache.writes, cache.hits)
+    # a Runner on a subset of the devices never calls the program saved for all of them
+    cache = ProgramCache(programs_dir, "multidevice")
+    results["two_cached"] = run(jax.devices()[:2], "shard_map", cache)
+    subset_counts = (cache.writes, cache.hits)
+    results["two"] = run(jax.devices()[:2], "shard_map")
     out = {"devices": jax.device_count(), "losses": {k: v[0] for k, v in results.items()}}
     out["programs_loaded_counts"] = out_counts  # (writes, hits) of the second Runner
+    out["programs_subset_counts"] = subset_counts
     leaves = jax.tree_util.tree_leaves
     out["programs_equal"] = all(
         bool(np.array_equal(a, b))
         for name in ("eight_saved", "eight_loaded")
         for a, b in zip(leaves(results[name][1]), leaves(results["eight"][1]))
+    )
+    out["programs_subset_equal"] = all(
+        bool(np.array_equal(a, b))
+        for a, b in zip(leaves(results["two_cached"][1]), leaves(results["two"][1]))
     )
 
     max_rel = tree_rel_l2  # near-zero leaves don't amplify rounding

@@ -24,6 +24,12 @@ def test_a_saved_program_runs_the_same_step_on_eight_devices(result):
     assert result["losses"]["eight_loaded"] == result["losses"]["eight"]
 
 
+def test_a_runner_on_a_subset_of_the_devices_traces_its_own_program(result):
+    # same cache, same caller key, same argument shapes: only the devices differ
+    assert result["programs_subset_counts"] == [1, 0]  # traced and written, not read back
+    assert result["programs_subset_equal"]  # bitwise a plain 2-device run's state
+
+
 def test_pmap_and_shard_map_agree(result):
     assert result["losses"]["pmap"] == pytest.approx(result["losses"]["eight"], rel=1e-5)
     assert result["params_pmap"] < 1e-5

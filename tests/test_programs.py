@@ -2,6 +2,7 @@
 the saved program without tracing the step, with the same results as tracing it."""
 
 import os
+import shutil
 
 import chex
 import jax
@@ -115,25 +116,30 @@ def test_output_trees_are_described_by_containers_and_inputs():
 
 def test_the_loop_caches_programs_only_beside_an_active_compilation_cache():
     c = config_lib.base_config()
+    sizes = dict(num_classes=10, steps_per_epoch=390, total_steps=780)
     previous = jax.config.values.get("jax_compilation_cache_dir")
     try:
         jax.config.update("jax_compilation_cache_dir", None)
-        assert training.program_cache(c) is None  # JAX's cache off: nothing written
+        assert training.program_cache(c, **sizes) is None  # JAX's cache off: nothing written
         jax.config.update("jax_compilation_cache_dir", "/tmp/some/xla")
-        cache = training.program_cache(c)
+        cache = training.program_cache(c, **sizes)
         assert cache.directory == "/tmp/some/xla-programs"
         # settings that cannot change the programs keep the key; the others change it
         same = config_lib.base_config()
         same.log_every_steps, same.stop_at_step = 7, 3
-        assert training.program_cache(same)._env_key == cache._env_key
+        assert training.program_cache(same, **sizes)._env_key == cache._env_key
+        # the values the schedule and the head take from the data are in the key
+        for name in sizes:
+            other = {**sizes, name: sizes[name] + 1}
+            assert training.program_cache(same, **other)._env_key != cache._env_key, name
         same.learning_rate = 0.5
-        assert training.program_cache(same)._env_key != cache._env_key
+        assert training.program_cache(same, **sizes)._env_key != cache._env_key
         c.cache_traced_programs = False
-        assert training.program_cache(c) is None
+        assert training.program_cache(c, **sizes) is None
         c.cache_traced_programs, c.compilation_cache_dir = True, ""
-        assert training.program_cache(c) is None
+        assert training.program_cache(c, **sizes) is None
         c.compilation_cache_dir, c.parallel = "~/x", "pmap"
-        assert training.program_cache(c) is None
+        assert training.program_cache(c, **sizes) is None
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)
 
@@ -174,3 +180,130 @@ def test_the_restore_target_has_the_state_shapes_without_running_the_init(setup,
             assert isinstance(a, jax.ShapeDtypeStruct)
             assert (a.shape, a.dtype) == (np.shape(b), np.asarray(b).dtype)
             assert a.sharding.device_set == {device}
+
+
+# --- nothing that shapes a traced program changes without a re-trace ---------------------
+
+
+@pytest.fixture
+def program_dir(tmp_path):
+    """JAX's compilation cache directory as train.py sets it (the saved programs go
+    beside it, in ``<dir>-programs``)."""
+    previous = jax.config.values.get("jax_compilation_cache_dir")
+    xla = str(tmp_path / "xla")
+    jax.config.update("jax_compilation_cache_dir", xla)
+    yield xla + "-programs"
+    jax.config.update("jax_compilation_cache_dir", previous)
+
+
+def entries(directory) -> set:
+    return set(os.listdir(directory)) if os.path.isdir(directory) else set()
+
+
+def trained(c, workdir, cached: bool):
+    c = c.copy_and_resolve_references()
+    c.cache_traced_programs = cached
+    return training.train_and_evaluate(c, str(workdir))["state"]
+
+
+def small_config(**overrides):
+    c = config_lib.base_config()
+    c.model, c.image_size, c.num_classes = "tiny_inception", 16, 4
+    c.dataset, c.synthetic_examples, c.batch_size, c.eval_batch_size = "synthetic", 64, 16, 16
+    c.num_epochs, c.schedule, c.log_every_steps, c.compilation_cache_dir = 2, "cosine", 1000, "unused"
+    for k, v in overrides.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_data_of_another_size_in_the_same_place_retraces(program_dir, tmp_path):
+    # the schedule's horizon comes from the data, not the config: a dataset replaced
+    # by a larger one under the same data_dir must not run the old schedule
+    import synthetic_data
+
+    data = tmp_path / "tfds"
+    c = small_config(dataset="cifar10", image_size=32, data_dir=str(data), cache_dir="", num_classes=10)
+    c.train_split, c.eval_split, c.crop_padding = "train", "train[:16]", 0
+    synthetic_data.write_cifar10(str(data), num_examples=48)
+    trained(c, tmp_path / "small", cached=True)
+    before = entries(program_dir)
+    shutil.rmtree(data)
+    synthetic_data.write_cifar10(str(data), num_examples=96, seed=1)
+    cached = trained(c, tmp_path / "large", cached=True)
+    assert entries(program_dir) - before  # traced again, new entries
+    plain = trained(c, tmp_path / "plain", cached=False)
+    chex.assert_trees_all_equal(cached.params, plain.params)
+
+
+MODEL_SOURCE = """
+import flax.linen as nn
+
+from inception_jax import nn as layers
+from inception_jax.models.registry import ModelInfo, register
+
+
+class Edited(nn.Module):
+    num_classes: int = 4
+    dtype: object = None
+    axis_name: object = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        conv = layers.make_conv(self.dtype or x.dtype, self.axis_name)
+        x = conv(8, 3, 1, 1, name="conv1")(x, train)
+        x = layers.global_avg_pool(x)
+        return SCALE * layers.dense(self.num_classes, self.dtype or x.dtype, "fc")(x)
+
+
+SCALE = {scale}
+register(ModelInfo("edited_{tag}", Edited, 8, 4, num_classes=4))
+"""
+
+
+def test_an_edited_model_registered_from_outside_the_package_retraces(program_dir, tmp_path):
+    # the model's code changes, its shapes do not: the saved programs must not be
+    # called for the edited model
+    import importlib.util
+    import sys
+
+    path = tmp_path / "user_models.py"
+
+    def load(scale):
+        path.write_text(MODEL_SOURCE.format(scale=scale, tag="model"))
+        from inception_jax.models import registry
+
+        registry._REGISTRY.pop("edited_model", None)
+        spec = importlib.util.spec_from_file_location("user_models", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["user_models"] = module
+        spec.loader.exec_module(module)
+
+    c = small_config(model="edited_model")
+    try:
+        load(1.0)
+        first = trained(c, tmp_path / "first", cached=True)
+        before = entries(program_dir)
+        load(3.0)
+        cached = trained(c, tmp_path / "edited", cached=True)
+        assert entries(program_dir) - before  # traced again
+        plain = trained(c, tmp_path / "plain", cached=False)
+        chex.assert_trees_all_equal(cached.params, plain.params)
+        # the edit matters: the first model's params differ
+        assert not np.array_equal(first.params["fc"]["kernel"], plain.params["fc"]["kernel"])
+    finally:
+        from inception_jax.models import registry
+
+        registry._REGISTRY.pop("edited_model", None)
+        sys.modules.pop("user_models", None)
+
+
+def test_another_steps_per_call_retraces(program_dir, tmp_path):
+    c = small_config(num_epochs=1, synthetic_examples=128, log_every_steps=8)
+    c.steps_per_call = 2
+    trained(c, tmp_path / "two", cached=True)
+    before = entries(program_dir)
+    c.steps_per_call = 4
+    cached = trained(c, tmp_path / "four", cached=True)
+    assert any(name.startswith("train_many") for name in entries(program_dir) - before)
+    plain = trained(c, tmp_path / "plain", cached=False)
+    chex.assert_trees_all_equal(cached.params, plain.params)

@@ -128,10 +128,14 @@ _NOT_TRACED = (
 )
 
 
-def program_cache(config, log=print):
+def program_cache(config, *, num_classes: int, steps_per_epoch: int, total_steps: int, log=print):
     """A ``ProgramCache`` beside JAX's persistent compilation cache, or None: only with
     ``config.compilation_cache_dir`` and ``config.cache_traced_programs`` set, JAX's
-    cache on, one process and the shard_map runner."""
+    cache on, one process and the shard_map runner.
+
+    The key holds the config and the values the programs close over that come from
+    the data rather than the config: the class count and the schedule's steps per
+    epoch and total steps."""
     xla_dir = jax.config.values.get("jax_compilation_cache_dir")
     if not (config.compilation_cache_dir and config.cache_traced_programs and xla_dir):
         return None
@@ -140,7 +144,8 @@ def program_cache(config, log=print):
     from inception_jax.train.programs import ProgramCache
 
     traced = {k: v for k, v in config.to_dict().items() if k not in _NOT_TRACED}
-    key = json.dumps(traced, sort_keys=True, default=repr)
+    derived = {"num_classes": num_classes, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
+    key = json.dumps({"config": traced, "derived": derived}, sort_keys=True, default=repr)
     return ProgramCache(os.path.normpath(os.path.expanduser(xla_dir)) + "-programs", key, log=log)
 
 
@@ -174,7 +179,9 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
     init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    programs = program_cache(config, say)
+    programs = program_cache(
+        config, num_classes=num_classes, steps_per_epoch=steps_per_epoch, total_steps=total_steps, log=say
+    )
     size = config_lib.input_size(config)
     start_step = 0
     if ckpt.has_checkpoints():  # resuming: restore into the shapes, skip the init program

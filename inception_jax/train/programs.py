@@ -10,11 +10,21 @@ process with the same key deserializes it (about 0.01 s) and calls it.
 The program called is the one exported, both in the process that wrote it and in the
 ones that read it, so the compile it asks for is the same and the persistent
 compilation cache finds it. The key of an entry covers everything that shapes the
-trace: a digest of this package's source, the versions and installed files of jax,
-jaxlib, flax, optax, numpy and ml_dtypes, JAX's configuration, the devices, the
-caller's key (the training config), the program's name, and the paths, shapes, dtypes
-and shardings of its arguments. Anything unusual (an output this module cannot
-describe, an export error, a damaged entry) falls back to the plain jitted function.
+trace:
+
+- the code: a digest of this package's source; the content of every other loaded
+  module that is not installed in site-packages or the standard library (a model
+  registered from the user's own files, the script that runs); the version, file
+  count, size and newest modification of jax, jaxlib, flax, optax, numpy and
+  ml_dtypes; the name, version and install time of every installed distribution;
+- JAX's configuration and the devices;
+- the caller's key: the training config and the values the trainer derives from the
+  data (class count, steps per epoch, total steps, which the schedule closes over);
+- the program's name, and the paths, shapes, dtypes and shardings (partition spec,
+  mesh and device ids) of its arguments.
+
+Anything unusual (an output this module cannot describe, an export error, a damaged
+entry) falls back to the plain jitted function.
 """
 
 from __future__ import annotations
@@ -22,8 +32,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.metadata
 import json
 import os
+import sys
+import sysconfig
 import tempfile
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -152,6 +165,47 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
+def _installed_paths() -> Tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(os.path.realpath(r) + os.sep for r in sorted(roots))
+
+
+def _user_code() -> list:
+    """sha256 of each loaded module's source that is neither standard library nor
+    installed in site-packages: the user's own model definitions and scripts, wherever
+    they were imported from (an editable install included)."""
+    installed = _installed_paths()
+    digests = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not path or not path.endswith(".py"):
+            continue
+        path = os.path.realpath(path)
+        if path.startswith(installed) or path in digests:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                digests[path] = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            digests[path] = None
+    return sorted(digests.items())
+
+
+def _distributions() -> list:
+    """Every installed distribution's name, version and install time (its metadata
+    directory's modification), so a reinstalled package changes the key."""
+    out = []
+    for dist in importlib.metadata.distributions():
+        where = getattr(dist, "_path", None)
+        try:
+            mtime = os.stat(where).st_mtime_ns if where is not None else None
+        except OSError:
+            mtime = None
+        out.append([dist.metadata["Name"], dist.version, mtime])
+    return sorted(out, key=repr)
+
+
 def _jax_settings() -> Dict[str, Any]:
     simple = (str, int, float, bool, type(None))
     return {k: v for k, v in sorted(jax.config.values.items()) if isinstance(v, simple)}
@@ -164,7 +218,9 @@ def environment_key(caller_key: str) -> str:
         "format": _FORMAT,
         "caller": caller_key,
         "source": _source_digest(),
+        "user_code": _user_code(),
         "packages": [_installed(p) for p in _PACKAGES],
+        "distributions": _distributions(),
         "jax_config": _jax_settings(),
         "devices": [jax.default_backend(), len(devices), devices[0].device_kind, jax.process_count()],
     }
@@ -172,9 +228,22 @@ def environment_key(caller_key: str) -> str:
 
 
 def _sharding_text(x) -> str:
+    """The partition spec, the mesh and the devices an argument lives on: a program
+    traced for one set of devices is never called on another."""
     sharding = getattr(x, "sharding", None)
+    if sharding is None:
+        return "None"
     spec = getattr(sharding, "spec", None)
-    return repr(spec) if spec is not None else type(sharding).__name__
+    mesh = getattr(sharding, "mesh", None)
+    text = [repr(spec) if spec is not None else type(sharding).__name__]
+    try:
+        if mesh is not None:
+            text.append(f"mesh{dict(mesh.shape)}:{[d.id for d in np.ravel(mesh.devices)]}")
+        else:
+            text.append(str(sorted(d.id for d in sharding.device_set)))
+    except Exception:  # an abstract mesh: no devices to name
+        text.append(repr(mesh))
+    return " ".join(text)
 
 
 def _aval_text(x) -> str:
