@@ -16,6 +16,7 @@ import re
 from typing import Optional
 
 import numpy as np
+import tqdm
 
 from inception_jax.errors import first_line
 
@@ -65,6 +66,34 @@ def _data_source(dataset: str, split: str, data_dir: Optional[str]):
         ) from None
 
 
+def _decoded_key(source, dataset: str, split: str, data_dir: Optional[str], bad_records: str) -> str:
+    """The decoded-split cache key: the request, the dataset's files as they are now
+    (name, size, modification: a dataset rewritten in place is decoded again) and the
+    decoding code (this module, numpy and pillow)."""
+    import PIL
+
+    files = []
+    folder = str(source.dataset_info.data_dir)
+    for name in sorted(os.listdir(folder)):
+        st = os.stat(os.path.join(folder, name))
+        files.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    with open(__file__, "rb") as f:
+        code = hashlib.sha256(f.read()).hexdigest()
+    parts = [
+        os.path.abspath(os.path.expanduser(data_dir or "")),
+        dataset,
+        split,
+        str(len(source)),
+        bad_records,
+        folder,
+        *files,
+        code,
+        np.__version__,
+        PIL.__version__,
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def _decode_chunk(source, start: int, stop: int, bad_records: str):
     images, labels, skipped = [], [], 0
     try:
@@ -105,10 +134,7 @@ def load_in_memory(
     num_classes = int(source.dataset_info.features["label"].num_classes)
     cache_path = None
     if cache_dir:
-        key = hashlib.sha1(
-            f"{os.path.abspath(os.path.expanduser(data_dir or ''))}|{dataset}|{split}|"
-            f"{len(source)}|{bad_records}".encode()
-        ).hexdigest()[:16]
+        key = _decoded_key(source, dataset, split, data_dir, bad_records)
         cache_path = os.path.join(os.path.expanduser(cache_dir), f"{dataset}-{key}.npz")
         if os.path.exists(cache_path):
             try:
@@ -118,8 +144,21 @@ def load_in_memory(
                 pass  # a broken cache file is rebuilt below
     n = len(source)
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(lambda b: _decode_chunk(source, b[0], b[1], bad_records), bounds))
+    parts = [None] * len(bounds)
+    # a progress bar on stderr: the first decode of CIFAR-10 takes a minute or more
+    with (
+        concurrent.futures.ThreadPoolExecutor(threads) as pool,
+        tqdm.tqdm(
+            total=n, desc=f"Decoding {dataset} {split}", unit="img", mininterval=1.0, disable=n < 2 * chunk
+        ) as bar,
+    ):
+        futures = {
+            pool.submit(_decode_chunk, source, lo, hi, bad_records): i for i, (lo, hi) in enumerate(bounds)
+        }
+        for future in concurrent.futures.as_completed(futures):
+            i = futures[future]
+            parts[i] = future.result()
+            bar.update(bounds[i][1] - bounds[i][0])
     images = np.stack([im for p in parts for im in p[0]]) if n else np.zeros((0, 1, 1, 3), np.uint8)
     labels = np.asarray([lb for p in parts for lb in p[1]], np.int32)
     skipped = sum(p[2] for p in parts)
