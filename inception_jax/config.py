@@ -82,6 +82,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0: only at epoch ends
     c.keep_checkpoints = 3
+    # a non-finite training loss: "stop" (keep the last good checkpoint and stop) or
+    # "rollback" (in-memory data: restore the last good checkpoint, replay with each
+    # step's loss checked, skip the batches whose loss is not finite, go on), at most
+    # max_rollbacks times
+    c.on_nonfinite = "stop"
+    c.max_rollbacks = 3
     c.compilation_cache_dir = "~/.cache/inception_jax/xla"  # "" disables
     # keep the traced train/eval programs (jax.export) in <compilation_cache_dir>-programs:
     # a restart with the same code and config skips tracing them
@@ -129,6 +135,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         bad("cpu_kernels", "'auto', True or False")
     if config.bad_records not in ("error", "skip"):
         bad("bad_records", "'error' or 'skip'")
+    if config.on_nonfinite not in ("stop", "rollback"):
+        bad("on_nonfinite", "'stop' or 'rollback'")
+    if config.on_nonfinite == "rollback" and uses_streaming(config):
+        bad("on_nonfinite", "'stop' with a streaming dataset (rollback replays in-memory data only)")
+    if not isinstance(config.max_rollbacks, int) or config.max_rollbacks < 0:
+        bad("max_rollbacks", "a non-negative integer")
     for key in ("batch_size", "eval_batch_size", "image_size", "steps_per_call"):
         if not isinstance(config[key], int) or config[key] < 1:
             bad(key, "a positive integer")

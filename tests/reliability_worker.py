@@ -8,12 +8,17 @@ Environment knobs used by the tests:
                                     which stands in for a full disk).
   RELIABILITY_EXAMPLE_LOG=<path>    append "step: record indices" for every streamed
                                     training batch (flushed before the step runs).
+  RELIABILITY_STEP_LOG=<path>       append the number of every finished train step
+                                    (its results computed) to <path>.
+  RELIABILITY_SLOW_SAVE=<seconds>   every checkpoint write first sleeps this long in
+                                    its background thread (a slow disk).
 """
 
 import os
 import resource
 import signal
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -63,6 +68,34 @@ if __name__ == "__main__":
             return args
 
         inputs.StreamingData.train_args = logged
+    step_log = os.environ.get("RELIABILITY_STEP_LOG")
+    if step_log:
+        import jax
+
+        from inception_jax.train import parallel
+
+        runner_train = parallel.Runner.train
+
+        def logged_train(self, state, *args):
+            out = runner_train(self, state, *args)
+            jax.block_until_ready(out)
+            step = int(jax.device_get(out[0].step))
+            with open(step_log, "a") as f:
+                f.write(f"{step}\n")
+            return out
+
+        parallel.Runner.train = logged_train
+    slow = float(os.environ.get("RELIABILITY_SLOW_SAVE", "0"))
+    if slow:
+        from inception_jax.checkpoint import manager
+
+        write = manager.Checkpointer._write
+
+        def slow_write(self, *args, **kwargs):
+            time.sleep(slow)
+            return write(self, *args, **kwargs)
+
+        manager.Checkpointer._write = slow_write
     from absl import app
 
     import train

@@ -33,7 +33,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from inception_jax.checkpoint.integrity import _host, _write_atomic, checksums
+from inception_jax.checkpoint.integrity import _host, checksums, write_atomic
 from inception_jax.errors import first_line
 
 # Keys that change the saved arrays' shapes or meaning: resuming with another value
@@ -173,8 +173,8 @@ class Checkpointer:
                         "--workdir, or the same config to resume it"
                     )
         if jax.process_index() == 0:
-            _write_atomic(path, json.dumps(current, indent=1, sort_keys=True))
-            _write_atomic(
+            write_atomic(path, json.dumps(current, indent=1, sort_keys=True))
+            write_atomic(
                 os.path.join(self.workdir, "config_full.json"),
                 self.config.to_json_best_effort(indent=1, sort_keys=True),
             )

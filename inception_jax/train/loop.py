@@ -19,6 +19,7 @@ import optax
 from inception_jax import config as config_lib
 from inception_jax import models
 from inception_jax.backends import cpu as cpu_backend
+from inception_jax.errors import first_line
 from inception_jax.train.inputs import StreamingData, open_data
 from inception_jax.train.optim import make_optimizer, make_schedule
 from inception_jax.train.parallel import Runner
@@ -125,6 +126,8 @@ _NOT_TRACED = (
     "cache_traced_programs",
     "pipeline_workers",
     "bad_records",
+    "on_nonfinite",
+    "max_rollbacks",
 )
 
 
@@ -183,18 +186,24 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         config, num_classes=num_classes, steps_per_epoch=steps_per_epoch, total_steps=total_steps, log=say
     )
     size = config_lib.input_size(config)
-    start_step = 0
-    if ckpt.has_checkpoints():  # resuming: restore into the shapes, skip the init program
-        target = abstract_train_state(model, init_rng, size, tx, programs)
-        state, start_step = ckpt.restore_latest(target, data=data.checkpoint_item)
-    if start_step == 0:  # a new run, or no readable checkpoint left
-        state = create_train_state(model, init_rng, size, tx, programs)
-    if start_step == 0 and config.init_from:
-        state, note = init_from_pretrained(state, config)
-        say(note)
     streaming = isinstance(data, StreamingData)
     runner = Runner(model, step_config(config, streaming), config.parallel, programs=programs)
-    state = runner.put_replicated(state)
+
+    def restore_or_init():
+        """(state on the devices, its step): the newest readable checkpoint, else the
+        initial state (the same one on every call)."""
+        state, step = None, 0
+        if ckpt.has_checkpoints():  # restore into the shapes, skip the init program
+            target = abstract_train_state(model, init_rng, size, tx, programs)
+            state, step = ckpt.restore_latest(target, data=data.checkpoint_item)
+        if step == 0:  # a new run, or no readable checkpoint left
+            state = create_train_state(model, init_rng, size, tx, programs)
+            if config.init_from:
+                state, note = init_from_pretrained(state, config)
+                say(note)
+        return runner.put_replicated(state), step
+
+    state, start_step = restore_or_init()
     data.place(runner, start_step)
     data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key
 
@@ -212,12 +221,15 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         logger.line(f"Resumed from step {start_step}")
     if data.skipped:
         logger.line(f"Skipped {data.skipped} undecodable records")
+    skips = _SkippedSteps(workdir, write=main_process)
     stop_at = config.stop_at_step if config.stop_at_step > 0 else total_steps
     last_eval: Dict[str, float] = {}
     epoch_metrics = None
     window = None
     step = start_step
     stopped_by = None
+    rollbacks = 0
+    check_each_step_until = 0  # after a rollback: each step's loss is checked until here
     t_window = time.time()
 
     def finish_epoch(epoch_index: int, partial: bool):
@@ -251,43 +263,84 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     try:
         end = min(total_steps, stop_at)
         while step < end:
-            n = _steps_this_call(config, step, end, steps_per_epoch)
-            if n > 1:
-                state, m = runner.train_many(state, *data.train_steps_args(step, n), data_key)
-            else:
-                state, m = runner.train(state, *data.train_args(step), data_key)
-            step += n
-            epoch_metrics = m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
-            window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
-            if step % config.log_every_steps == 0 or step == total_steps:
-                # A save commits while the following steps compute; it is waited for only
-                # here and before the next save, so a reported step after a checkpoint step
-                # still means that checkpoint is on disk.
+            try:
+                # A save has committed before the next step runs: a kill loses at most
+                # checkpoint_every_steps steps, whatever log_every_steps is. (The host copy,
+                # checksums and Orbax's write run on the checkpoint thread.)
                 ckpt.wait()
-                w = runner.metrics(window)
-                loss = w["loss_sum"] / max(w["count"], 1)
-                _check_finite(loss, f"at step {step}", ckpt)
-                now = time.time()
-                logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
-                window, t_window = None, now
-            if stop.requested or ckpt.reached_preemption(step):
-                stopped_by = stop.signal_name or "a preemption notice"
-                ckpt.save(step, runner.unreplicate(state), force=True, data=data.checkpoint_item)
-                ckpt.wait()
-                logger.line(
-                    f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
-                    f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume"
-                )
-                break
-            if (
-                config.checkpoint_every_steps > 0
-                and step % config.checkpoint_every_steps == 0
-                and step % steps_per_epoch != 0
-            ):
-                ckpt.save(step, runner.unreplicate(state), data=data.checkpoint_item)
-            if step % steps_per_epoch == 0:
-                finish_epoch(step // steps_per_epoch - 1, partial=False)
+                checking = step < check_each_step_until
+                if step + 1 in skips:  # a batch that made the loss non-finite before
+                    n, m = 1, None
+                else:
+                    n = 1 if checking else _steps_this_call(config, step, end, steps_per_epoch, skips)
+                    before = jax.tree_util.tree_map(jnp.copy, state) if checking else None
+                    if n > 1:
+                        state, m = runner.train_many(state, *data.train_steps_args(step, n), data_key)
+                    else:
+                        state, m = runner.train(state, *data.train_args(step), data_key)
+                    if checking and not _finite_loss(runner.metrics(m)):
+                        state, m = before, None
+                        skips.add(step + 1)
+                        logger.line(
+                            f"Skipped the batch of step {step + 1}: its loss was not finite "
+                            f"(config.on_nonfinite='rollback')"
+                        )
+                step += n
+                if m is not None:
+                    epoch_metrics = (
+                        m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
+                    )
+                    window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
+                if (step % config.log_every_steps == 0 or step == total_steps) and window is not None:
+                    w = runner.metrics(window)
+                    loss = w["loss_sum"] / max(w["count"], 1)
+                    _check_finite(loss, f"at step {step}", ckpt)
+                    now = time.time()
+                    logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
+                    window, t_window = None, now
+                if stop.requested or ckpt.reached_preemption(step):
+                    stopped_by = stop.signal_name or "a preemption notice"
+                    ckpt.save(step, runner.unreplicate(state), force=True, data=data.checkpoint_item)
+                    ckpt.wait()
+                    logger.line(
+                        f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
+                        f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume"
+                    )
+                    break
+                if (
+                    config.checkpoint_every_steps > 0
+                    and step % config.checkpoint_every_steps == 0
+                    and step % steps_per_epoch != 0
+                ):
+                    ckpt.save(step, runner.unreplicate(state), data=data.checkpoint_item)
+                if step % steps_per_epoch == 0:
+                    # the interval of the next progress line leaves out the evaluation: its
+                    # rate covers exactly its steps and the time they took
+                    jax.block_until_ready(state)
+                    paused = time.time()
+                    finish_epoch(step // steps_per_epoch - 1, partial=False)
+                    t_window += time.time() - paused
+            except FloatingPointError as error:
+                if config.on_nonfinite != "rollback":
+                    raise
+                rollbacks += 1
+                if rollbacks > config.max_rollbacks:
+                    raise FloatingPointError(
+                        f"training loss stayed non-finite after {config.max_rollbacks} rollbacks "
+                        f"(config.max_rollbacks); stopped at step {step}; the last good checkpoint "
+                        f"(step {ckpt.latest_step()}) is kept. Lower --config.learning_rate or enable "
+                        "--config.grad_clip_norm"
+                    ) from None
+                _close_quietly(ckpt.wait)  # a save of the non-finite state is dropped
+                check_each_step_until = max(step, check_each_step_until)
+                state, step = restore_or_init()
+                epoch_metrics = window = None
                 t_window = time.time()
+                logger.line(
+                    f"Rolled back to step {step} ({first_line(error)}); replaying to step "
+                    f"{check_each_step_until} with each step's loss checked "
+                    f"(rollback {rollbacks} of {config.max_rollbacks})"
+                )
         if stopped_by is None and (epoch_metrics is not None or step == start_step):
             # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
             finish_epoch(
@@ -295,13 +348,13 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
                 partial=True,
             )
         ckpt.wait()
-    finally:
-        data.close()
-        try:
-            ckpt.wait()
-        except ckpt_lib.CheckpointWriteError:
-            pass  # already raised, or superseded by the exception in flight
-        logger.close()
+    except BaseException:
+        # the error in flight is the one the user sees: one raised while closing (a
+        # pending save's, say) never replaces it
+        _close_quietly(data.close, ckpt.wait, logger.close)
+        raise
+    data.close()
+    logger.close()
     return {
         "step": step,
         "eval_accuracy": last_eval.get("accuracy"),
@@ -311,12 +364,47 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     }
 
 
-def _steps_this_call(config, step: int, end: int, steps_per_epoch: int) -> int:
+def _finite_loss(metrics: Dict[str, float]) -> bool:
+    return math.isfinite(metrics["loss_sum"])
+
+
+class _SkippedSteps:
+    """The steps whose batches made the loss non-finite and are skipped
+    (``on_nonfinite='rollback'``), kept in ``<workdir>/skipped_steps.json`` so that a
+    resumed run skips them too."""
+
+    def __init__(self, workdir: str, write: bool = True):
+        from inception_jax.checkpoint.integrity import write_atomic
+
+        self.path = os.path.join(workdir, "skipped_steps.json")
+        self._write = write_atomic if write else (lambda path, text: None)
+        self.steps = set()
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                self.steps = set(json.load(f)["steps"])
+
+    def __contains__(self, step: int) -> bool:
+        return step in self.steps
+
+    def add(self, step: int) -> None:
+        self.steps.add(step)
+        self._write(self.path, json.dumps({"steps": sorted(self.steps)}))
+
+
+def _close_quietly(*closers) -> None:
+    for close in closers:
+        try:
+            close()
+        except Exception:
+            pass
+
+
+def _steps_this_call(config, step: int, end: int, steps_per_epoch: int, skips=()) -> int:
     """How many steps the next call runs: ``steps_per_call`` when they all come before the
-    next step at which the loop logs, checkpoints, evaluates or stops, else 1 (two
-    compiled programs, whatever the boundaries)."""
+    next step at which the loop logs, checkpoints, evaluates or stops, and none of them is
+    a skipped batch, else 1 (two compiled programs, whatever the boundaries)."""
     k = config.steps_per_call
-    if k <= 1:
+    if k <= 1 or any(s in skips for s in range(step + 1, step + k + 1)):
         return 1
     stops = [end, (step // steps_per_epoch + 1) * steps_per_epoch]
     for every in (config.log_every_steps, config.checkpoint_every_steps):
