@@ -1,6 +1,7 @@
-"""The training loop under faults that test_reliability.py does not cover: a SIGKILL
-when no progress line is ever printed, an error in training that meets a second error
-while the run is being closed, and a non-finite loss with ``on_nonfinite='rollback'``."""
+"""The training loop (inception_jax/train/loop.py) under faults that
+test_reliability.py does not cover: a SIGKILL when no progress line is ever printed,
+an error in training that meets a second error while the run is being closed, a
+non-finite loss with ``on_nonfinite='rollback'``; and the rates it prints."""
 
 import os
 import random
@@ -17,9 +18,10 @@ import reliability_worker  # noqa: F401  (registers tiny_inception)
 from test_reliability import ROOT, flags, steps_in
 
 from inception_jax import config as config_lib
+from inception_jax import metrics
 from inception_jax import train as training
 from inception_jax.checkpoint import manager
-from inception_jax.train import parallel
+from inception_jax.train import inputs, loop, parallel
 
 INTERVAL = 3
 
@@ -180,3 +182,45 @@ def test_rollback_with_streaming_data_is_refused_before_anything_runs():
     c = rollback_config(on_nonfinite="rollback", dataset="imagenet2012")
     with pytest.raises(ValueError, match="on_nonfinite="):
         config_lib.validate(c)
+
+
+# --- what the run prints is true ----------------------------------------------------------
+
+
+def test_each_progress_rate_covers_exactly_its_steps_and_their_time(tmp_path, monkeypatch):
+    # a clock that only the steps (1 s each) and the evaluations (100 s each) move:
+    # every progress line must read batch_size images per second, the first line after
+    # an evaluation included
+    now = [1000.0]
+
+    class Clock:
+        @staticmethod
+        def time():
+            return now[0]
+
+    monkeypatch.setattr(loop, "time", Clock)
+    train, evaluate = parallel.Runner.train, inputs.InMemoryData.evaluate
+
+    def one_second_step(self, *args):
+        now[0] += 1.0
+        return train(self, *args)
+
+    def slow_evaluation(self, state):
+        now[0] += 100.0
+        return evaluate(self, state)
+
+    rates = []
+    progress = metrics.MetricsLogger.progress
+
+    def record(self, step, loss, images_per_s):
+        rates.append((step, images_per_s))
+        return progress(self, step, loss, images_per_s)
+
+    monkeypatch.setattr(parallel.Runner, "train", one_second_step)
+    monkeypatch.setattr(inputs.InMemoryData, "evaluate", slow_evaluation)
+    monkeypatch.setattr(metrics.MetricsLogger, "progress", record)
+    c = rollback_config(log_every_steps=3, checkpoint_every_steps=0)  # 8 steps an epoch
+    training.train_and_evaluate(c, str(tmp_path / "w"))
+    assert [s for s, _ in rates] == [3, 6, 9, 12, 15, 16]  # 9 and 16 follow an evaluation
+    for step, rate in rates:
+        assert rate == pytest.approx(16.0), (step, rate)
