@@ -45,6 +45,7 @@ def config(steps, steps_per_call=1):
     # one epoch longer than the run: no evaluation, end-of-epoch save or plot in the timing
     c.synthetic_examples, c.num_epochs, c.num_train_steps = 32 * (steps + 64), -1, steps
     c.log_every_steps, c.steps_per_call, c.checkpoint_every_steps = 50, steps_per_call, 0
+    c.scan_on_cpu = True  # measure the scanned calls, which the CPU otherwise runs one by one
     c.eval_batch_size = 32
     return c
 

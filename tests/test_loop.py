@@ -224,3 +224,28 @@ def test_each_progress_rate_covers_exactly_its_steps_and_their_time(tmp_path, mo
     assert [s for s, _ in rates] == [3, 6, 9, 12, 15, 16]  # 9 and 16 follow an evaluation
     for step, rate in rates:
         assert rate == pytest.approx(16.0), (step, rate)
+
+
+def test_several_steps_per_call_run_as_single_calls_on_the_cpu(tmp_path, monkeypatch, capsys):
+    # XLA:CPU's scan measured slower than single calls on real models: the CPU loop
+    # says so once and never calls the scanned program (unless scan_on_cpu)
+    assert jax.default_backend() == "cpu"
+    calls = {"one": 0, "many": 0}
+    one, many = parallel.Runner.train, parallel.Runner.train_many
+
+    def count(name, method):
+        def counted(self, *args):
+            calls[name] += 1
+            return method(self, *args)
+
+        return counted
+
+    monkeypatch.setattr(parallel.Runner, "train", count("one", one))
+    monkeypatch.setattr(parallel.Runner, "train_many", count("many", many))
+    c = rollback_config(num_epochs=1, steps_per_call=4, log_every_steps=8)
+    training.train_and_evaluate(c, str(tmp_path / "cpu"))
+    assert calls == {"one": 8, "many": 0}
+    assert "steps_per_call=4 runs as 1 on the CPU" in capsys.readouterr().out
+    c.scan_on_cpu = True
+    training.train_and_evaluate(c, str(tmp_path / "scan"))
+    assert calls == {"one": 8, "many": 2}

@@ -299,7 +299,7 @@ def test_an_edited_model_registered_from_outside_the_package_retraces(program_di
 
 def test_another_steps_per_call_retraces(program_dir, tmp_path):
     c = small_config(num_epochs=1, synthetic_examples=128, log_every_steps=8)
-    c.steps_per_call = 2
+    c.steps_per_call, c.scan_on_cpu = 2, True
     trained(c, tmp_path / "two", cached=True)
     before = entries(program_dir)
     c.steps_per_call = 4

@@ -222,6 +222,7 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     if data.skipped:
         logger.line(f"Skipped {data.skipped} undecodable records")
     skips = _SkippedSteps(workdir, write=main_process)
+    steps_per_call = _steps_per_call(config, logger.line)
     stop_at = config.stop_at_step if config.stop_at_step > 0 else total_steps
     last_eval: Dict[str, float] = {}
     epoch_metrics = None
@@ -272,7 +273,11 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
                 if step + 1 in skips:  # a batch that made the loss non-finite before
                     n, m = 1, None
                 else:
-                    n = 1 if checking else _steps_this_call(config, step, end, steps_per_epoch, skips)
+                    n = (
+                        1
+                        if checking
+                        else _steps_this_call(config, steps_per_call, step, end, steps_per_epoch, skips)
+                    )
                     before = jax.tree_util.tree_map(jnp.copy, state) if checking else None
                     if n > 1:
                         state, m = runner.train_many(state, *data.train_steps_args(step, n), data_key)
@@ -298,8 +303,8 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
                     now = time.time()
                     logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
                     window, t_window = None, now
-                if stop.requested or ckpt.reached_preemption(step):
-                    stopped_by = stop.signal_name or "a preemption notice"
+                if stop.should_stop(step):
+                    stopped_by = stop.reason
                     ckpt.save(step, runner.unreplicate(state), force=True, data=data.checkpoint_item)
                     ckpt.wait()
                     logger.line(
@@ -399,11 +404,25 @@ def _close_quietly(*closers) -> None:
             pass
 
 
-def _steps_this_call(config, step: int, end: int, steps_per_epoch: int, skips=()) -> int:
-    """How many steps the next call runs: ``steps_per_call`` when they all come before the
-    next step at which the loop logs, checkpoints, evaluates or stops, and none of them is
-    a skipped batch, else 1 (two compiled programs, whatever the boundaries)."""
+def _steps_per_call(config, say) -> int:
+    """``config.steps_per_call``, except on the CPU (unless ``config.scan_on_cpu``),
+    where k steps in one ``lax.scan`` call measured slower than k calls on real models
+    (inception_cifar at batch 128: 116 against 200 img/s for k = 10; docs/benchmarks.md):
+    there the loop makes single-step calls."""
     k = config.steps_per_call
+    if k > 1 and jax.default_backend() == "cpu" and not config.scan_on_cpu:
+        say(
+            f"steps_per_call={k} runs as 1 on the CPU, where one call of several steps "
+            "measured slower than single steps; --config.scan_on_cpu=True to scan anyway"
+        )
+        return 1
+    return k
+
+
+def _steps_this_call(config, k: int, step: int, end: int, steps_per_epoch: int, skips=()) -> int:
+    """How many steps the next call runs: ``k`` when they all come before the next step
+    at which the loop logs, checkpoints, evaluates or stops, and none of them is a
+    skipped batch, else 1 (two compiled programs, whatever the boundaries)."""
     if k <= 1 or any(s in skips for s in range(step + 1, step + k + 1)):
         return 1
     stops = [end, (step // steps_per_epoch + 1) * steps_per_epoch]
