@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch_refs
 
-torch = pytest.importorskip("torch")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,6 +25,7 @@ def _cli(*args):
 
 @pytest.mark.slow  # 35 s: export, then three compiles
 def test_exported_googlenet_equals_torchvision(tmp_path):
+    torch = pytest.importorskip("torch")
     from jax import export
 
     # torchvision's googlenet weights are used with transform_input=True (load_pretrained sets it)

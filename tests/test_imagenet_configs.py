@@ -1,5 +1,6 @@
 """The ImageNet configs run end to end through train.py on an ImageNet-like dataset
-(``inception_jax.data.imagenet_like``: 500x375 JPEGs written as tfds ``imagenet2012``):
+(``inception_jax.data.imagenet_like``: 500x375 JPEGs written as tfds ``imagenet2012``,
+made from the synthetic cifar10 of synthetic_data.py):
 a few steps at small batch, stopped and saved, resumed, and evaluated from the workdir.
 
 About 2 minutes per config on 2 CPU cores (compilation): ``python -m pytest -q -m slow``.
@@ -14,17 +15,16 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_cifar]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def imagenet_like(tmp_path_factory):
+def imagenet_like(tmp_path_factory, synthetic_cifar):
     from inception_jax.data import imagenet_like
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
-    imagenet_like.build(data_dir, SHARED_TFDS, num_train=64, num_validation=16)
+    imagenet_like.build(data_dir, synthetic_cifar, num_train=64, num_validation=16)
     return data_dir
 
 

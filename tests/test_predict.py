@@ -1,6 +1,6 @@
 """``python -m inception_jax.predict`` against torchvision: a GoogLeNet with random
 weights (transform_input=True, as the pretrained weights are used) saved as .pth
-gives the same top-5 on real images as torchvision applying
+gives the same top-5 on photo-sized images as torchvision applying
 ``GoogLeNet_Weights.IMAGENET1K_V1.transforms()``; bad input is one line, exit 2."""
 
 import json
@@ -30,10 +30,8 @@ def googlenet(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def image_files(tmp_path_factory):
-    if not real_images.HAVE_CIFAR:
-        pytest.fail(real_images.MISSING, pytrace=False)
-    return real_images.write_images(tmp_path_factory.mktemp("images"))
+def image_files(tmp_path_factory, synthetic_cifar):
+    return real_images.write_images(tmp_path_factory.mktemp("images"), synthetic_cifar)
 
 
 def _run(argv, capsys):

@@ -18,7 +18,6 @@ from inception_jax import models
 from inception_jax import weights as P
 
 TOL = 1e-4
-needs_cifar = pytest.mark.needs_cifar
 PRETRAINED_MODELS = ["googlenet", "inception_v3", "inception_v4", "inception_resnet_v2", "bn_inception"]
 
 
@@ -97,15 +96,13 @@ def test_class_names_are_torchvisions():
 
 
 # ----------------------------------------------------------------------------
-# preprocess() vs. the references' eval transforms on real images
+# preprocess() vs. the references' eval transforms on photo-sized images
 # ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def image_files(tmp_path_factory):
-    if not real_images.HAVE_CIFAR:
-        pytest.fail(real_images.MISSING, pytrace=False)
-    return real_images.write_images(tmp_path_factory.mktemp("images"))
+def image_files(tmp_path_factory, synthetic_cifar):
+    return real_images.write_images(tmp_path_factory.mktemp("images"), synthetic_cifar)
 
 
 def _reference_transform(name):
@@ -123,7 +120,6 @@ def _reference_transform(name):
     )
 
 
-@needs_cifar
 @pytest.mark.parametrize("name", PRETRAINED_MODELS)
 def test_preprocess_matches_reference_transform(name, image_files):
     from PIL import Image

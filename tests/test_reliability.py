@@ -195,8 +195,7 @@ def test_killed_and_preempted_run_finishes_equal_to_an_uninterrupted_one(tmp_pat
 
 
 # --- streaming: grain's iterator state resumes to the example -----------------------
-
-SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
+# (records: the synthetic cifar10 of synthetic_data.py, fixture synthetic_cifar)
 
 
 def _example_log(path):
@@ -210,13 +209,14 @@ def _example_log(path):
 
 
 @pytest.mark.slow  # 70 s: three train.py runs
-@pytest.mark.needs_cifar
-def test_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_examples(tmp_path, xla_cache):
+def test_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_examples(
+    synthetic_cifar, tmp_path, xla_cache
+):
     streaming = dict(
         dataset="cifar10",
-        data_dir=SHARED_TFDS,
+        data_dir=synthetic_cifar,
         train_split="train[:320]",  # 10 steps an epoch: the run crosses two reshuffles
-        eval_split="train[45000:45037]",
+        eval_split="train[448:485]",
         pipeline="streaming",
         pipeline_workers=2,
         num_classes=10,
@@ -535,8 +535,9 @@ def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(tmp_pa
 
 
 @pytest.mark.slow  # 30 s: two train.py processes and an evaluation
-@pytest.mark.needs_cifar
-def test_two_streaming_processes_evaluate_every_example_once_over_uneven_shards(tmp_path, xla_cache):
+def test_two_streaming_processes_evaluate_every_example_once_over_uneven_shards(
+    synthetic_cifar, tmp_path, xla_cache
+):
     """Two jax.distributed processes stream their own shards; the eval split has 33
     examples: shards of 17 and 16, batches of 8 per process, so one shard needs a third
     batch and the other does not. The run finishes (no
@@ -544,9 +545,9 @@ def test_two_streaming_processes_evaluate_every_example_once_over_uneven_shards(
     process's evaluation of the same checkpoint, which covers the 33 once by itself."""
     cfg = dict(
         dataset="cifar10",
-        data_dir=SHARED_TFDS,
+        data_dir=synthetic_cifar,
         train_split="train[:256]",
-        eval_split="train[45000:45033]",
+        eval_split="train[448:481]",
         pipeline="streaming",
         pipeline_workers=1,
         num_classes=10,
@@ -578,16 +579,11 @@ BAD = (5, 17, 40)
 
 
 @pytest.fixture(scope="module")
-def bad_cifar(tmp_path_factory):
-    """The first 64 records of the real CIFAR-10 copy, written as a new tfds dataset in which
-    records 5, 17 and 40 hold a JPEG whose header is destroyed (the record stays well-formed)."""
-    src_dir = os.path.join(SHARED_TFDS, "cifar10", "3.0.2")
-    if not os.path.isdir(src_dir):
-        pytest.fail(
-            f"{os.path.normpath(src_dir)} is missing: the bad-record tests copy records of the "
-            "real CIFAR-10 copy in ../shared/data/tfds",
-            pytrace=False,
-        )
+def bad_cifar(tmp_path_factory, synthetic_cifar):
+    """The first 64 records of the synthetic cifar10 (synthetic_data.py; JPEGs in ArrayRecord
+    files, as the real copy), written as a new tfds dataset in which records 5, 17 and 40
+    hold a JPEG whose header is destroyed (the record stays well-formed)."""
+    src_dir = os.path.join(synthetic_cifar, "cifar10", "3.0.2")
     from array_record.python import array_record_module as ar
 
     root = tmp_path_factory.mktemp("tfds")
@@ -614,10 +610,10 @@ def bad_cifar(tmp_path_factory):
     return str(root)
 
 
-def _originals():
+def _originals(data_dir):
     import tensorflow_datasets as tfds
 
-    src = tfds.data_source("cifar10", split="train[:64]", data_dir=SHARED_TFDS)
+    src = tfds.data_source("cifar10", split="train[:64]", data_dir=data_dir)
     return [(np.asarray(src[i]["image"]), int(src[i]["label"])) for i in range(64)]
 
 
@@ -632,11 +628,11 @@ def test_bad_records_stop_the_run_with_one_line_by_default(bad_cifar):
         source.load_in_memory("cifar10", "train", bad_cifar, bad_records="error", threads=1, chunk=8)
 
 
-def test_skipped_bad_records_are_counted_and_labels_stay_with_their_images(bad_cifar):
+def test_skipped_bad_records_are_counted_and_labels_stay_with_their_images(bad_cifar, synthetic_cifar):
     from inception_jax.data import source, streaming
 
     good = [i for i in range(64) if i not in BAD]
-    orig = _originals()
+    orig = _originals(synthetic_cifar)
     ds = source.load_in_memory("cifar10", "train", bad_cifar, bad_records="skip", threads=3, chunk=8)
     assert ds.skipped == 3 and len(ds) == 61
     np.testing.assert_array_equal(ds.labels, [orig[i][1] for i in good])

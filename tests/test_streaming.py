@@ -1,5 +1,6 @@
 """The streaming (ImageNet-style) grain pipeline against torchvision's transforms and
-the tfds source, its sharding over processes, and a short streaming training run."""
+the tfds source, its sharding over processes, and a short streaming training run; the
+records are the synthetic cifar10 of synthetic_data.py (fixture synthetic_cifar)."""
 
 import os
 import sys
@@ -10,11 +11,7 @@ from numerics import accuracy_and_loss
 
 from inception_jax.data import streaming, transforms
 
-torch = pytest.importorskip("torch")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
-needs_cifar = pytest.mark.needs_cifar
 
 
 def _image(h, w, seed=0):
@@ -22,6 +19,7 @@ def _image(h, w, seed=0):
 
 
 def test_resized_crop_and_eval_transform_match_torchvision():
+    pytest.importorskip("torchvision")
     import torchvision.transforms as T
     import torchvision.transforms.functional as TF
     from PIL import Image
@@ -48,20 +46,19 @@ def test_random_resized_crop_box_respects_scale_ratio_and_bounds():
     assert (h, w) == (10, round(10 * 4 / 3)) and left == (1000 - w) // 2 and top == 0
 
 
-def _source(split):
+def _source(data_dir, split):
     import tensorflow_datasets as tfds
 
-    return tfds.data_source("cifar10", data_dir=SHARED_TFDS, split=split)
+    return tfds.data_source("cifar10", data_dir=data_dir, split=split)
 
 
-@needs_cifar
-def test_grain_batches_are_the_per_example_transforms_in_reshuffled_epochs():
+def test_grain_batches_are_the_per_example_transforms_in_reshuffled_epochs(synthetic_cifar):
     """Every streamed example equals the host transform applied to its record with the
     generator seeded (seed, epoch, record index), as the pipeline before grain did; the
     labels stay with their images; each epoch is a new permutation of the shard."""
-    src = _source("train[:96]")
+    src = _source(synthetic_cifar, "train[:96]")
     loader = streaming.StreamingLoader(
-        "cifar10", "train[:96]", SHARED_TFDS, 24, 16, train=True, seed=3, workers=2
+        "cifar10", "train[:96]", synthetic_cifar, 24, 16, train=True, seed=3, workers=2
     )
     it = loader.iterator()
     try:
@@ -82,10 +79,14 @@ def test_grain_batches_are_the_per_example_transforms_in_reshuffled_epochs():
     assert sorted(epochs[0]) == list(range(96)) == sorted(epochs[1]) and epochs[0] != epochs[1]
 
 
-@needs_cifar
-def test_a_restored_iterator_continues_at_the_same_example_with_any_worker_count():
+def test_a_restored_iterator_continues_at_the_same_example_with_any_worker_count(synthetic_cifar):
     kw = dict(
-        dataset="cifar10", split="train[:96]", data_dir=SHARED_TFDS, image_size=16, batch_size=16, train=True
+        dataset="cifar10",
+        split="train[:96]",
+        data_dir=synthetic_cifar,
+        image_size=16,
+        batch_size=16,
+        train=True,
     )
     it = streaming.StreamingLoader(workers=2, **kw).iterator()
     try:
@@ -108,19 +109,18 @@ def test_a_restored_iterator_continues_at_the_same_example_with_any_worker_count
             again.close()
 
 
-@needs_cifar
-def test_eval_shards_cover_every_example_once_and_run_the_same_number_of_batches():
+def test_eval_shards_cover_every_example_once_and_run_the_same_number_of_batches(synthetic_cifar):
     """101 examples over 2 processes (51 + 50) and over 3 (34 + 34 + 33), batch 16:
     every process runs the same number of batches; the smaller shards end in masked
     padding; together they hold each record once, evaluated with the eval transform."""
-    src = _source("train[:101]")
+    src = _source(synthetic_cifar, "train[:101]")
     for count in (2, 3):
         seen, lengths = [], set()
         for index in range(count):
             loader = streaming.StreamingLoader(
                 "cifar10",
                 "train[:101]",
-                SHARED_TFDS,
+                synthetic_cifar,
                 32,
                 16,
                 train=False,
@@ -147,15 +147,15 @@ def test_eval_shards_cover_every_example_once_and_run_the_same_number_of_batches
 
 
 @pytest.mark.slow  # 35 s: a train.py run; the kill test and the ImageNet config tests stream too
-@needs_cifar
-def test_streaming_training_run_with_worker_processes(tmp_path):
+def test_streaming_training_run_with_worker_processes(synthetic_cifar, tmp_path):
+    pytest.importorskip("torchvision")
     sys.path.insert(0, ROOT)
     from configs.cifar10 import get_config
     from inception_jax import train as training
 
     c = get_config()
-    c.data_dir = SHARED_TFDS
-    c.train_split, c.eval_split = "train[:256]", "train[45000:45128]"
+    c.data_dir = synthetic_cifar
+    c.train_split, c.eval_split = "train[:256]", "train[384:512]"
     c.pipeline, c.pipeline_workers = "streaming", 1
     c.batch_size, c.num_epochs, c.log_every_steps = 64, 1, 2
     c.compilation_cache_dir = ""
@@ -169,7 +169,7 @@ def test_streaming_training_run_with_worker_processes(tmp_path):
     import torchvision.transforms as T
     from PIL import Image
 
-    src = tfds.data_source("cifar10", split=c.eval_split, data_dir=SHARED_TFDS)
+    src = tfds.data_source("cifar10", split=c.eval_split, data_dir=synthetic_cifar)
     crop = T.Compose([T.Resize(36), T.CenterCrop(32)])
     images = np.stack(
         [np.asarray(crop(Image.fromarray(np.asarray(src[i]["image"])))) for i in range(len(src))]
@@ -188,13 +188,17 @@ def test_streaming_training_run_with_worker_processes(tmp_path):
     assert out["eval_loss"] == pytest.approx(loss, rel=1e-4)
 
 
-@needs_cifar
-def test_a_killed_decoding_worker_is_replaced_and_the_batches_do_not_change():
+def test_a_killed_decoding_worker_is_replaced_and_the_batches_do_not_change(synthetic_cifar):
     import multiprocessing
     import signal
 
     kw = dict(
-        dataset="cifar10", split="train[:96]", data_dir=SHARED_TFDS, image_size=16, batch_size=16, train=True
+        dataset="cifar10",
+        split="train[:96]",
+        data_dir=synthetic_cifar,
+        image_size=16,
+        batch_size=16,
+        train=True,
     )
     expected = streaming.StreamingLoader(workers=0, **kw).batches(start_step=2)
     it = streaming.StreamingLoader(workers=1, **kw).iterator()

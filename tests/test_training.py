@@ -18,7 +18,6 @@ from inception_jax import train as training
 from inception_jax.data import source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_TFDS = os.path.join(ROOT, "..", "shared", "data", "tfds")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -275,12 +274,12 @@ def test_resuming_with_another_model_is_refused(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.needs_cifar
-def test_short_cpu_run_on_real_cifar10_beats_chance(tmp_path):
+def test_short_cpu_run_on_real_cifar10_beats_chance(shared_tfds, tmp_path):
     sys.path.insert(0, ROOT)
     from configs.cifar10 import get_config
 
     c = get_config()
-    c.data_dir = SHARED_TFDS
+    c.data_dir = shared_tfds
     c.train_split, c.eval_split = "train[:2048]", "train[45000:46000]"
     c.batch_size, c.num_epochs, c.log_every_steps = 64, 2, 16
     c.cache_dir = str(tmp_path / "cache")
