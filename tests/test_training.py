@@ -177,19 +177,23 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, capsys):
 def test_several_steps_per_call_give_the_params_of_one_step_per_call(tmp_path):
     """The loop with steps_per_call=3, log_every_steps=4 and 8 steps an epoch runs calls of
     3 and 1 steps (scanned and plain) across an epoch boundary: the same params as 12 calls
-    of one step, exactly."""
+    of one step, up to float32 rounding (XLA:CPU may fuse the scanned body differently:
+    on an AMD EPYC it moved 7 of 8 elements of a tensor by up to 1e-8). Exactness is
+    checked in float64 by the next test."""
     import reliability_worker  # noqa: F401  (registers tiny_inception)
 
     cfg = dict(num_epochs=-1, num_train_steps=12, synthetic_examples=256, batch_size=32, **TINY)
     one = training.train_and_evaluate(smoke_config(**cfg), str(tmp_path / "one"))
-    three = training.train_and_evaluate(smoke_config(steps_per_call=3, **cfg), str(tmp_path / "three"))
+    three = training.train_and_evaluate(
+        smoke_config(steps_per_call=3, scan_on_cpu=True, **cfg), str(tmp_path / "three")
+    )
     assert one["step"] == three["step"] == 12
     for tree in ("params", "batch_stats", "opt_state"):
         a = jax.tree_util.tree_leaves(getattr(one["state"], tree))
         b = jax.tree_util.tree_leaves(getattr(three["state"], tree))
         assert len(a) == len(b) > 0
         for x, y in zip(a, b):
-            np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.slow  # 75 s: a float64 googlenet_cifar
