@@ -402,15 +402,6 @@ class Checkpointer:
                 return restored, step
         raise ValueError(f"workdir {self.workdir!r} has no readable checkpoint; train first")
 
-    def reached_preemption(self, step: int) -> bool:
-        """Multi-process: whether all processes agreed (Orbax/JAX sync point) to stop at ``step``."""
-        if jax.process_count() == 1:
-            return False
-        try:
-            return bool(self.latest.reached_preemption(step))
-        except Exception:
-            return False
-
     def close(self) -> None:
         if self._worker is not None:
             self._worker.shutdown(wait=True)
