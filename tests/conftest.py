@@ -13,11 +13,13 @@ hostmem.reuse_freed_memory()
 
 import pytest  # noqa: E402
 
-# The real CIFAR-10 copy beside the repository (../shared/data/README.md). Only tests of
+# A prepared tfds data_dir holding the real CIFAR-10: $INCEPTION_JAX_CIFAR_DIR, else the
+# copy beside the repository that CI provides (../shared/data/README.md). Only tests of
 # accuracy on real CIFAR read it (marker needs_cifar, fixture shared_tfds); every other
 # test writes the small data it needs (fixture synthetic_cifar).
 SHARED_TFDS = os.path.normpath(
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "tfds")
+    os.environ.get("INCEPTION_JAX_CIFAR_DIR")
+    or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "tfds")
 )
 
 
