@@ -17,9 +17,9 @@ import pytest  # noqa: E402
 # copy beside the repository that CI provides (../shared/data/README.md). Only tests of
 # accuracy on real CIFAR read it (marker needs_cifar, fixture shared_tfds); every other
 # test writes the small data it needs (fixture synthetic_cifar).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TFDS = os.path.normpath(
-    os.environ.get("INCEPTION_JAX_CIFAR_DIR")
-    or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "tfds")
+    os.environ.get("INCEPTION_JAX_CIFAR_DIR") or os.path.join(ROOT, "..", "shared", "data", "tfds")
 )
 
 
