@@ -107,6 +107,13 @@ class Runner:
                 ),
                 tree,
             )
+        if jax.process_count() > 1:
+            # An array committed to this process's own device (a restored checkpoint, say)
+            # cannot be moved to the other processes' devices; every process holds the same
+            # values, so each hands its copy over through host memory.
+            tree = jax.tree_util.tree_map(
+                lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.is_fully_addressable else x, tree
+            )
         return jax.device_put(tree, self.replicated)
 
     def unreplicate(self, tree):
