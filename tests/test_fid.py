@@ -146,7 +146,8 @@ def test_frechet_distance_equals_pytorch_fid_including_its_fallbacks():
     stats = [(x.mean(0), np.cov(x, rowvar=False)) for x in (a, b)]
     want = fid_score.calculate_frechet_distance(*stats[0], *stats[1])
     assert fid.frechet_distance(*stats[0], *stats[1]) == pytest.approx(want, rel=1e-6)
-    # singular covariances (5 samples in 16 dims): the eps fallback, in both
+    # singular covariances (5 samples in 16 dims); scipy 1.17's sqrtm returns a finite
+    # root for this product, so neither takes the eps fallback (the test below does)
     c, d = rng.randn(5, 16), rng.randn(5, 16)
     singular = [(x.mean(0), np.cov(x, rowvar=False)) for x in (c, d)]
     want = fid_score.calculate_frechet_distance(*singular[0], *singular[1])
@@ -157,6 +158,44 @@ def test_frechet_distance_equals_pytorch_fid_including_its_fallbacks():
         fid_score.calculate_frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), sigma)
     with pytest.raises(ValueError, match="imaginary component"):
         fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), sigma)
+
+
+def test_frechet_distance_eps_fallback_runs_and_equals_pytorch_fid(capsys):
+    """A product with no square root: sigma1 is a covariance up to rounding (one
+    eigenvalue -5e-7, as a rank-deficient estimate can come out) whose product with
+    sigma2 has a 2x2 Jordan block at 0, so scipy's sqrtm gives NaNs and both
+    implementations retry with eps on the diagonals."""
+    from scipy import linalg
+
+    sigma1 = linalg.block_diag([[2.0, 1e-3], [1e-3, 0.0]], [[1.0, 0.3], [0.3, 2.0]])
+    sigma2 = linalg.block_diag(np.diag([0.0, 1.0]), [[1.5, -0.2], [-0.2, 0.7]])
+    mu1, mu2 = np.array([0.1, -0.2, 0.3, 0.0]), np.array([0.0, 0.1, -0.1, 0.2])
+    assert not np.isfinite(linalg.sqrtm(sigma1 @ sigma2)).all()  # the input really is singular
+
+    sqrtm, finite = linalg.sqrtm, []
+
+    def spy(a, *args, **kwargs):  # the sqrtm both modules call, recording each root
+        out = sqrtm(a, *args, **kwargs)
+        finite.append(bool(np.isfinite(out[0] if isinstance(out, tuple) else out).all()))
+        return out
+
+    with mock.patch.object(linalg, "sqrtm", spy):
+        ours = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
+        assert finite == [False, True]  # the plain root, then the eps one
+        theirs = fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2)
+        assert finite == [False, True, False, True]
+    out = capsys.readouterr()
+    assert "fid: singular product; adding 1e-06 to the diagonal" in out.err
+    assert "fid calculation produces singular product" in out.out  # pytorch-fid's fallback ran too
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    # by hand: the shifted covariances are positive definite, so Tr sqrt(product) is
+    # the sum of the square roots of the product's (real, positive) eigenvalues
+    offset = 1e-6 * np.eye(4)
+    eigenvalues = np.linalg.eigvals((sigma1 + offset) @ (sigma2 + offset))
+    assert np.all(eigenvalues.real > 0) and np.allclose(eigenvalues.imag, 0)
+    diff = mu1 - mu2
+    by_hand = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(eigenvalues.real).sum()
+    assert ours == pytest.approx(by_hand, rel=1e-9)
 
 
 def test_kid_and_inception_score_equal_torchmetrics():
