@@ -223,6 +223,73 @@ def test_kid_and_inception_score_equal_torchmetrics():
     assert got[0] == pytest.approx(mean.item(), rel=1e-9) and got[1] == pytest.approx(std.item(), rel=1e-6)
 
 
+def test_kid_with_subsets_smaller_than_the_sets_equals_torchmetrics():
+    """200 features a set, 20 subsets of 50: the subsets differ, so the std is > 0."""
+    kid_mod = pytest.importorskip("torchmetrics.image.kid")
+    rng = np.random.RandomState(2)
+    real, fake = rng.rand(200, 32), rng.rand(200, 32) * 1.1 + 0.05
+    subsets, size = 20, 50
+
+    def torchmetrics_kid():
+        metric = kid_mod.KernelInceptionDistance(
+            feature=torch.nn.Identity(), subsets=subsets, subset_size=size
+        )
+        metric.real_features, metric.fake_features = [torch.tensor(real)], [torch.tensor(fake)]
+        return tuple(v.item() for v in metric.compute())
+
+    # each with its own random subsets: a subset's unbiased MMD averages, over the
+    # draws, to the whole sets' unbiased MMD, so both means are within sampling error
+    # (std / sqrt(subsets)) of it, which is well above zero (the sets differ)
+    torch.manual_seed(0)
+    theirs = torchmetrics_kid()
+    ours = fid.kernel_inception_distance(real, fake, subsets=subsets, subset_size=size)
+    whole = kid_mod.poly_mmd(torch.tensor(real), torch.tensor(fake)).item()
+    assert ours[1] > 0 and theirs[1] > 0
+    for mean, std in (ours, theirs):
+        assert abs(mean - whole) < 4 * std / np.sqrt(subsets), (mean, std, whole)
+    assert whole > 8 * max(ours[1], theirs[1]) / np.sqrt(subsets)
+
+    # the same subsets in both: torchmetrics' draws (the first `size` of each randperm)
+    # recorded and handed to ours in the same order (real, fake, real, ...)
+    drawn, randperm = [], torch.randperm
+
+    def recording_randperm(n, *args, **kwargs):
+        perm = randperm(n, *args, **kwargs)
+        drawn.append(perm[:size].numpy().copy())
+        return perm
+
+    class Replay:
+        def __init__(self, seed):
+            self.draws = iter(drawn)
+
+        def choice(self, n, k, replace=True):
+            assert (n, k, replace) == (200, size, False)
+            return next(self.draws)
+
+    with mock.patch.object(torch, "randperm", recording_randperm):
+        theirs = torchmetrics_kid()
+    assert len(drawn) == 2 * subsets and len({tuple(d) for d in drawn}) == 2 * subsets
+    with mock.patch.object(np.random, "default_rng", Replay):
+        ours = fid.kernel_inception_distance(real, fake, subsets=subsets, subset_size=size)
+
+    # and by hand: mean over i != j of k(x_i, x_j) and of k(y_i, y_j), minus twice the
+    # mean of k(x_i, y_j), with k(a, b) = (a.b / 32 + 1)^3
+    def kernel(a, b):
+        return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+    off_diagonal = ~np.eye(size, dtype=bool)
+    values = []
+    for r, f in zip(drawn[0::2], drawn[1::2]):
+        x, y = real[r], fake[f]
+        values.append(
+            kernel(x, x)[off_diagonal].mean() + kernel(y, y)[off_diagonal].mean() - 2 * kernel(x, y).mean()
+        )
+    by_hand = (np.mean(values), np.std(values))
+    assert by_hand[1] > 0
+    for got in (ours, theirs):
+        np.testing.assert_allclose(got, by_hand, rtol=1e-9)
+
+
 def _cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "inception_jax.fid", *args],
