@@ -8,6 +8,11 @@ Environment knobs used by the tests:
                                     which stands in for a full disk).
   RELIABILITY_EXAMPLE_LOG=<path>    append "step: record indices" for every streamed
                                     training batch (flushed before the step runs).
+  RELIABILITY_STEP_SECONDS=<float>  sleep this long per in-memory training step
+                                    (before the call that runs it), so a signal
+                                    lands in mid-run.
+  RELIABILITY_STOP_LOG=<path>       append "<process index> <step>" when the stop
+                                    request tells this process to stop after a step.
   RELIABILITY_STEP_LOG=<path>       append the number of every finished train step
                                     (its results computed) to <path>.
   RELIABILITY_SLOW_SAVE=<seconds>   every checkpoint write first sleeps this long in
@@ -68,6 +73,38 @@ if __name__ == "__main__":
             return args
 
         inputs.StreamingData.train_args = logged
+    delay = float(os.environ.get("RELIABILITY_STEP_SECONDS", "0"))
+    if delay:
+        from inception_jax.train import inputs
+
+        one, several = inputs.InMemoryData.train_args, inputs.InMemoryData.train_steps_args
+
+        def slow_one(self, step):
+            time.sleep(delay)
+            return one(self, step)
+
+        def slow_several(self, step, n):
+            time.sleep(delay * n)
+            return several(self, step, n)
+
+        inputs.InMemoryData.train_args = slow_one
+        inputs.InMemoryData.train_steps_args = slow_several
+    stop_log = os.environ.get("RELIABILITY_STOP_LOG")
+    if stop_log:
+        import jax
+
+        from inception_jax.train import signals
+
+        decide = signals.StopRequest.should_stop
+
+        def logged_stop(self, step):
+            stop = decide(self, step)
+            if stop:
+                with open(stop_log, "a") as f:
+                    f.write(f"{jax.process_index()} {step}\n")
+            return stop
+
+        signals.StopRequest.should_stop = logged_stop
     step_log = os.environ.get("RELIABILITY_STEP_LOG")
     if step_log:
         import jax
