@@ -16,7 +16,8 @@ trace:
   module that is not installed in site-packages or the standard library (a model
   registered from the user's own files, the script that runs); the version, file
   count, size and newest modification of jax, jaxlib, flax, optax, numpy and
-  ml_dtypes; the name, version and install time of every installed distribution;
+  ml_dtypes; the modification time of site-packages (any install, upgrade or
+  removal);
 - JAX's configuration and the devices;
 - the caller's key: the training config and the values the trainer derives from the
   data (class count, steps per epoch, total steps, which the schedule closes over);
@@ -32,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import importlib.metadata
 import json
 import os
 import sys
@@ -165,24 +165,25 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
-def _installed_paths() -> Tuple[str, ...]:
+def _install_dirs() -> Tuple[str, ...]:
     paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return tuple(os.path.realpath(r) + os.sep for r in sorted(roots))
+    return tuple(sorted({paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}))
 
 
 def _user_code() -> list:
     """sha256 of each loaded module's source that is neither standard library nor
     installed in site-packages: the user's own model definitions and scripts, wherever
     they were imported from (an editable install included)."""
-    installed = _installed_paths()
+    dirs = _install_dirs()
+    raw = tuple(os.path.join(d, "") for d in dirs)
+    real = tuple(os.path.join(os.path.realpath(d), "") for d in dirs)
     digests = {}
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if not path or not path.endswith(".py"):
+        if not path or not path.endswith(".py") or path.startswith(raw):
             continue
         path = os.path.realpath(path)
-        if path.startswith(installed) or path in digests:
+        if path.startswith(real) or path in digests:
             continue
         try:
             with open(path, "rb") as fh:
@@ -192,18 +193,18 @@ def _user_code() -> list:
     return sorted(digests.items())
 
 
-def _distributions() -> list:
-    """Every installed distribution's name, version and install time (its metadata
-    directory's modification), so a reinstalled package changes the key."""
+def _site_packages() -> list:
+    """The modification time of each site-packages directory: installing, upgrading,
+    reinstalling or removing a package (its metadata directory made or removed)
+    changes it."""
+    paths = sysconfig.get_paths()
     out = []
-    for dist in importlib.metadata.distributions():
-        where = getattr(dist, "_path", None)
+    for d in sorted({paths["purelib"], paths["platlib"]}):
         try:
-            mtime = os.stat(where).st_mtime_ns if where is not None else None
+            out.append([d, os.stat(d).st_mtime_ns])
         except OSError:
-            mtime = None
-        out.append([dist.metadata["Name"], dist.version, mtime])
-    return sorted(out, key=repr)
+            out.append([d, None])
+    return out
 
 
 def _jax_settings() -> Dict[str, Any]:
@@ -220,7 +221,7 @@ def environment_key(caller_key: str) -> str:
         "source": _source_digest(),
         "user_code": _user_code(),
         "packages": [_installed(p) for p in _PACKAGES],
-        "distributions": _distributions(),
+        "site_packages": _site_packages(),
         "jax_config": _jax_settings(),
         "devices": [jax.default_backend(), len(devices), devices[0].device_kind, jax.process_count()],
     }
