@@ -4,8 +4,8 @@ default), synthetic data, the median step time of train.py's loop with
 
     python benchmarks/checkpoint_stall.py [--steps 150] [--json out.json]
 
-Progress is logged every 10 steps (the loop waits for a save in flight only there and
-before the next save); the step time of each 10-step window is its wall time / 10, the
+Progress is logged every 10 steps (a save has committed before the loop runs the next
+step, so a window holding a save pays for it); the step time of each 10-step window is its wall time / 10, the
 first window (compilation) left out, and the epoch is longer than the run (no
 evaluation or end-of-epoch save inside the timing). The machine's speed drifts, so the
 two settings run alternately (``--repeats`` times each, 3 by default) and the medians
