@@ -106,16 +106,25 @@ class Checkpointer:
             writable = not self.read_only
             # cleanup: half-written saves of a killed run
             common = dict(create=writable, read_only=self.read_only, cleanup_tmp_directories=writable)
+            # each manager's cross-process barriers get names of their own: an epoch's end
+            # saves to both, and with several processes same-named barriers clashed
+            # ("Barrier ... is already ongoing")
             latest = ocp.CheckpointManager(
                 os.path.join(self.workdir, "checkpoints"),
                 item_handlers=_handlers(self.streaming),
-                options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, **common),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=self._keep, multiprocessing_options=_barriers("checkpoints"), **common
+                ),
             )
             best = ocp.CheckpointManager(
                 os.path.join(self.workdir, "best"),
                 item_handlers=_handlers(self.streaming),
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, best_fn=lambda m: m["accuracy"], best_mode="max", **common
+                    max_to_keep=1,
+                    best_fn=lambda m: m["accuracy"],
+                    best_mode="max",
+                    multiprocessing_options=_barriers("best"),
+                    **common,
                 ),
             )
             best_accuracy = -1.0
@@ -497,6 +506,10 @@ def _ocp():
     import orbax.checkpoint as ocp
 
     return ocp
+
+
+def _barriers(prefix: str):
+    return _ocp().options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
 
 
 def _handlers(streaming: bool = False) -> dict:
