@@ -90,7 +90,10 @@ def child(model: str, size: int, batch: int, cache: str, programs: bool) -> dict
     return t
 
 
-def smoke(cache: str, workdir: str, programs: bool) -> dict:
+def train_py(workdir: str, cache: str, programs: bool, step: int = 1, **overrides) -> dict:
+    """configs/smoke.py through train.py in ``workdir`` with ``overrides``: seconds from
+    process start to the progress line of ``step``."""
+    flags = dict(log_every_steps=1, compilation_cache_dir=cache, cache_traced_programs=programs, **overrides)
     start = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -98,47 +101,9 @@ def smoke(cache: str, workdir: str, programs: bool) -> dict:
             os.path.join(ROOT, "train.py"),
             "--config",
             os.path.join(ROOT, "configs", "smoke.py"),
-            "--workdir",
-            workdir,
-            "--config.log_every_steps=1",
-            f"--config.compilation_cache_dir={cache}",
-            f"--config.cache_traced_programs={programs}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-    )
-    first = None
-    for line in proc.stdout:
-        if first is None and "step 1/" in line:
-            first = time.perf_counter() - start
-    proc.wait()
-    return {"first progress line": first}
-
-
-def restart(model: str, size: int, batch: int, cache: str, workdir: str, programs: bool, step: int) -> dict:
-    """train.py on synthetic data up to ``stop_at_step=step`` in ``workdir`` (resuming
-    from its checkpoint when there is one): seconds to the first progress line."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "train.py"),
-            "--config",
-            os.path.join(ROOT, "configs", "smoke.py"),
-            "--workdir",
-            workdir,
-            f"--config.model={model}",
-            f"--config.image_size={size}",
-            f"--config.batch_size={batch}",
-            f"--config.eval_batch_size={batch}",
-            f"--config.synthetic_examples={8 * batch}",
-            "--config.log_every_steps=1",
-            f"--config.stop_at_step={step}",
-            f"--config.compilation_cache_dir={cache}",
-            f"--config.cache_traced_programs={programs}",
-        ],
+        ]
+        + ["--workdir", workdir]
+        + [f"--config.{k}={v}" for k, v in flags.items()],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -152,6 +117,27 @@ def restart(model: str, size: int, batch: int, cache: str, workdir: str, program
     if proc.wait() != 0 or first is None:
         raise SystemExit("".join(out[-30:]))
     return {"first progress line": first}
+
+
+def smoke(cache: str, workdir: str, programs: bool) -> dict:
+    return train_py(workdir, cache, programs)
+
+
+def restart(model: str, size: int, batch: int, cache: str, workdir: str, programs: bool, step: int) -> dict:
+    """train.py on synthetic data up to ``stop_at_step=step`` in ``workdir`` (resuming
+    from its checkpoint when there is one): seconds to the first progress line."""
+    return train_py(
+        workdir,
+        cache,
+        programs,
+        step,
+        model=model,
+        image_size=size,
+        batch_size=batch,
+        eval_batch_size=batch,
+        synthetic_examples=8 * batch,
+        stop_at_step=step,
+    )
 
 
 def main():
