@@ -28,6 +28,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes more than ~30 s on a 2-core CPU (deselect with -m 'not slow')"
     )
+    config.addinivalue_line("markers", "heavy: minutes each; left out of .ci/run (python -m pytest -m heavy)")
 
 
 def pytest_runtest_setup(item):

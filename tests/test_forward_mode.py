@@ -33,7 +33,8 @@ NAMES = sorted(package_models() + list(FEATURE_EXTRACTORS))
 # compile time dominates (one float64 program with both modes' jvp and gradient). CI
 # runs inception_cifar (18 s of CPU, measured 2026-12-07); the others take 3-5 times as
 # long, the 75 px ones about 10 times (and inception_v4 9 GB of memory), so they are
-# marked slow
+# marked slow and heavy: about 25 min of CPU in all, which .ci/run leaves out to keep CI
+# within its time (run them with `python -m pytest -m heavy`)
 FAST = {"inception_cifar"}
 
 
@@ -109,7 +110,10 @@ def _derivatives(name):
     return jax.device_get(run_once(run, variables["params"], x))
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in NAMES])
+HEAVY = [pytest.mark.slow, pytest.mark.heavy]
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=HEAVY) for n in NAMES])
 def test_jvp_equals_gradient_dot_tangent_in_train_and_eval_mode(name):
     with jax.enable_x64(True):
         r = _derivatives(name)
