@@ -297,6 +297,38 @@ def test_an_edited_model_registered_from_outside_the_package_retraces(program_di
         sys.modules.pop("user_models", None)
 
 
+def test_a_model_typed_into_a_session_keeps_no_programs(program_dir, tmp_path, capsys):
+    # a notebook cell has no file whose content could key the programs: run again
+    # after an edit, the model must not find the programs traced from its old version
+    import sys
+    import types
+
+    def define(scale):
+        from inception_jax.models import registry
+
+        registry._REGISTRY.pop("edited_typed", None)
+        cell = types.ModuleType("typed_cell")  # made in memory, as a notebook's code is
+        sys.modules["typed_cell"] = cell
+        exec(MODEL_SOURCE.format(scale=scale, tag="typed"), cell.__dict__)
+
+    c = small_config(model="edited_typed")
+    try:
+        define(1.0)
+        first = trained(c, tmp_path / "first", cached=True)
+        assert "traced programs not kept: Edited comes from 'typed_cell'" in capsys.readouterr().out
+        define(3.0)
+        cached = trained(c, tmp_path / "edited", cached=True)
+        assert entries(program_dir) == set()
+        plain = trained(c, tmp_path / "plain", cached=False)
+        chex.assert_trees_all_equal(cached.params, plain.params)
+        assert not np.array_equal(first.params["fc"]["kernel"], plain.params["fc"]["kernel"])
+    finally:
+        from inception_jax.models import registry
+
+        registry._REGISTRY.pop("edited_typed", None)
+        sys.modules.pop("typed_cell", None)
+
+
 def test_another_steps_per_call_retraces(program_dir, tmp_path):
     c = small_config(num_epochs=1, synthetic_examples=128, log_every_steps=8)
     c.steps_per_call, c.scan_on_cpu = 2, True

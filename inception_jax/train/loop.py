@@ -134,7 +134,7 @@ _NOT_TRACED = (
 def program_cache(config, *, num_classes: int, steps_per_epoch: int, total_steps: int, log=print):
     """A ``ProgramCache`` beside JAX's persistent compilation cache, or None: only with
     ``config.compilation_cache_dir`` and ``config.cache_traced_programs`` set, JAX's
-    cache on, one process and the shard_map runner.
+    cache on, one process, the shard_map runner and the model's code in a source file.
 
     The key holds the config and the values the programs close over that come from
     the data rather than the config: the class count and the schedule's steps per
@@ -144,8 +144,12 @@ def program_cache(config, *, num_classes: int, steps_per_epoch: int, total_steps
         return None
     if jax.process_count() > 1 or config.parallel != "shard_map":
         return None
-    from inception_jax.train.programs import ProgramCache
+    from inception_jax.train.programs import ProgramCache, unkeyed_code
 
+    reason = unkeyed_code([models.get_info(config.model).builder])
+    if reason:
+        log(f"traced programs not kept: {reason}")
+        return None
     traced = {k: v for k, v in config.to_dict().items() if k not in _NOT_TRACED}
     derived = {"num_classes": num_classes, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
     key = json.dumps({"config": traced, "derived": derived}, sort_keys=True, default=repr)

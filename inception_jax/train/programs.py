@@ -24,8 +24,10 @@ trace:
 - the program's name, and the paths, shapes, dtypes and shardings (partition spec,
   mesh and device ids) of its arguments.
 
-Anything unusual (an output this module cannot describe, an export error, a damaged
-entry) falls back to the plain jitted function.
+Code with no source file to digest (typed into a notebook or ``python -c``, or run
+into a module made in memory) cannot be keyed: the trainer then keeps no programs
+(``unkeyed_code``). Anything unusual (an output this module cannot describe, an
+export error, a damaged entry) falls back to the plain jitted function.
 """
 
 from __future__ import annotations
@@ -191,6 +193,23 @@ def _user_code() -> list:
         except OSError:
             digests[path] = None
     return sorted(digests.items())
+
+
+def unkeyed_code(builders: Sequence[Callable] = ()) -> Optional[str]:
+    """Why code that shapes the programs has no source to key them on, or None.
+
+    Code typed into an interactive session (a notebook, a REPL, ``python -c``) or
+    executed into a module made in memory has no file whose content can go into the
+    key: edited and run again, it would find the programs traced from its old version.
+    ``builders`` are the model classes the programs are traced from."""
+    main = sys.modules.get("__main__")
+    if main is not None and not getattr(main, "__file__", None):
+        return "code typed into this interactive session has no source file to key them on"
+    for builder in builders:
+        if not getattr(sys.modules.get(builder.__module__), "__file__", None):
+            where = f"{builder.__qualname__} comes from {builder.__module__!r}"
+            return f"{where}, which has no source file to key them on"
+    return None
 
 
 def _site_packages() -> list:
