@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the performance issue, in order of priority, inside one time
-# budget. Made for the device tool: one call runs at most 10 minutes, and a session has
-# 15 minutes of device time with the machine's start counted in, so the suite cannot
-# assume it finishes; each case that did finish leaves its JSON.
+# Every GPU measurement of docs/benchmarks.md, in order of priority, inside one time
+# budget, for a GPU machine lent for a few minutes at a time: the suite cannot assume
+# it finishes, so each case that did finish leaves its JSON.
 #
-#   ../shared/device/stage.sh --data        # here: wheels + the CIFAR-10 copy into .device-carry/
-#   bash benchmarks/gpu_suite.sh            # there, carrying .device-carry, timeout_s 600
-#   bash benchmarks/gpu_suite.sh tta_cold cifar_b1024   # a later call: the cases left over
+#   bash benchmarks/gpu_suite.sh                          # all cases, SUITE_BUDGET_S=540
+#   bash benchmarks/gpu_suite.sh tta_cold cifar_b1024     # a later call: the cases left over
+#
+# Packages the GPU machine lacks (tensorflow_datasets, array_record, grain,
+# ml_collections) can be given as wheels in .device-carry/wheels, and the tfds data
+# directory in .device-carry/tfds (or DATA_DIR).
 #
 # Cases, run in this order (default: all of them):
 #   cifar_b128 googlenet_b256 inception_v3_b128   throughput.py: inception_jax beside PyTorch
@@ -14,9 +16,9 @@
 #   tta_cold                                      configs/cifar10_fast.py to 94%, cold cache
 #   cifar_b1024                                   throughput.py at batch 1024
 #   tta_warm                                      the same again with tta_cold's cache
-# Results under ${OUT:-benchmarks/results}: <case>.json and suite.log (the device tool
-# returns at most 8 files). The last lines printed say, per case, ok / failed / timeout /
-# skipped and its seconds.
+# Results under ${OUT:-benchmarks/results}: <case>.json and suite.log (at most 8
+# files). The last lines printed say, per case, ok / failed / timeout / skipped and
+# its seconds.
 #
 # Environment:
 #   SUITE_BUDGET_S    seconds for the whole suite (default 540). A case runs with what is
@@ -30,9 +32,7 @@
 #                     rehearsal on CPU (e.g. "--steps 1 --warmup 0 --batch-size 4")
 #   DATA_DIR          the tfds directory (default .device-carry/tfds)
 #   SUITE_WHEELS=0    do not install .device-carry/wheels (they are for the GPU machine's Python)
-# The GPU machine has jax[cuda], flax, optax, orbax, torch, torchvision; the staged wheels
-# add tensorflow_datasets, array_record, grain and ml_collections (timm/pretrainedmodels
-# references are skipped when absent).
+# The timm/pretrainedmodels references are skipped where those are not installed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -106,7 +106,7 @@ for c in "${cases[@]}"; do
   if [ "$left" -lt "$min_case" ]; then
     reason="${left} s left of the budget"
   elif [[ "$c" == tta_* ]] && [ ! -d "$data/cifar10" ]; then
-    reason="no CIFAR-10 at $data (run ../shared/device/stage.sh --data here and carry .device-carry)"
+    reason="no CIFAR-10 at $data (put a prepared tfds cifar10 there or set DATA_DIR)"
   elif [ "$c" = tta_warm ] && [ -z "$(ls -A "$cache" 2> /dev/null)" ]; then
     reason="no compilation cache from tta_cold on this machine"
   fi

@@ -2,11 +2,11 @@
 (imports, data loading and decoding, compilation, training, evaluation).
 
     python benchmarks/time_to_accuracy.py --config configs/cifar10_fast.py \
-        --data_dir ../shared/data/tfds --target 0.94 [--json out.json]
+        --data_dir ~/tensorflow_datasets --target 0.94 [--json out.json]
 
 The clock starts when this script starts. The run trains in a fresh temporary
 workdir on a held-out split of the training data (default: train[:45000], eval
-on train[45000:], as ../shared/data has no test split), evaluates after every
+on train[45000:], for a copy without the test split), evaluates after every
 epoch, and reports the first epoch whose eval accuracy reaches ``--target``.
 The persistent compilation cache is off unless ``--warm-cache DIR`` is given
 (then run it twice: the second run shows the cached start). ``--set key=value``

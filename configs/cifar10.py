@@ -7,10 +7,10 @@ RandomCrop(32, padding=4) + horizontal flip + Normalize((0.4914, 0.4822, 0.4465)
 
     python train.py --config configs/cifar10.py --workdir workdirs/cifar10
 
-On the repository's training-only CIFAR copy, hold out a slice:
+With a CIFAR-10 copy that holds only the training split, hold out a slice:
 
     python train.py --config configs/cifar10.py --workdir workdirs/cifar10 \
-        --config.data_dir=../shared/data/tfds \
+        --config.data_dir=~/tensorflow_datasets \
         --config.train_split='train[:45000]' --config.eval_split='train[45000:]'
 """
 

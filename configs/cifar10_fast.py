@@ -1,5 +1,5 @@
-"""CIFAR-10 to 94% fast (the performance issue's time-to-accuracy target: <= 60 s on
-one H200, data loading and compilation included). NOT YET MEASURED on a GPU.
+"""CIFAR-10 to 94% fast (target: <= 60 s on one H200, data loading and
+compilation included). NOT YET MEASURED on a GPU.
 
 googlenet_cifar (the torchvision GoogLeNet body with a 3x3 stem for 32x32 inputs,
 5.6M parameters, 1.45 GMACs per image) without aux heads, trained like a fast
@@ -10,9 +10,9 @@ Each choice and what it bought is to be recorded in docs/benchmarks.md once
 measured.
 
     python benchmarks/time_to_accuracy.py --config configs/cifar10_fast.py \\
-        --data_dir ../shared/data/tfds --target 0.94
+        --data_dir ~/tensorflow_datasets --target 0.94
     python train.py --config configs/cifar10_fast.py --workdir workdirs/cifar10_fast \\
-        --config.data_dir=../shared/data/tfds \\
+        --config.data_dir=~/tensorflow_datasets \\
         --config.train_split='train[:45000]' --config.eval_split='train[45000:]'
 """
 

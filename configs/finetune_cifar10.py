@@ -13,10 +13,10 @@ momentum 0.9, lr 0.01 with a cosine decay and 1 epoch of warm-up, 5 epochs.
     python train.py --config configs/finetune_cifar10.py --workdir workdirs/finetune_cifar10 \\
         --config.init_from=~/.cache/torch/hub/checkpoints/googlenet-1378be20.pth
 
-On the repository's training-only CIFAR copy, hold out a slice:
+With a CIFAR-10 copy that holds only the training split, hold out a slice:
 
     python train.py --config configs/finetune_cifar10.py --workdir workdirs/finetune_cifar10 \\
-        --config.data_dir=../shared/data/tfds \\
+        --config.data_dir=~/tensorflow_datasets \\
         --config.train_split='train[:45000]' --config.eval_split='train[45000:]'
 
 A smaller input (``--config.resize_to=96``) trains ~5x faster for a few points of

@@ -1,9 +1,9 @@
-"""``benchmarks/gpu_suite.sh``: the one script a GPU session runs, checked here so that
-the scarce GPU minutes are not lost to a typo or to a suite that overruns the device
-tool's 10-minute call.
+"""``benchmarks/gpu_suite.sh``: the script that measures on a GPU lent for minutes,
+checked here so that those minutes are not lost to a typo or to a suite that overruns
+a 10-minute call.
 
 * every case's command is accepted by its script's own argument parser, and the cases
-  are the performance issue's targets (its models and batch sizes, cifar10_fast to 94%);
+  are the documented GPU targets (its models and batch sizes, cifar10_fast to 94%);
 * the time budget: a case runs with what is left and is stopped at the budget, the next
   is skipped, and the summary says so (with a stand-in interpreter that sleeps);
 * bad input (an unknown case, a budget that is not a number) is one line naming it.
@@ -138,7 +138,7 @@ def test_time_to_accuracy_without_data_is_skipped_with_the_reason(tmp_path, slee
     )
     assert r.returncode == 0
     assert f"tta_cold: skipped: no CIFAR-10 at {tmp_path / 'none'}" in r.stdout
-    assert "stage.sh --data" in r.stdout
+    assert "put a prepared tfds cifar10 there or set DATA_DIR" in r.stdout
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ records of ``--cifar_dir`` resized to 500x375 (bicubic), with mild noise so that
 JPEGs (quality 90) cost about as much to decode as photographs; labels are CIFAR's.
 
     python -m inception_jax.data.imagenet_like --data_dir /tmp/imagenet_like \\
-        --cifar_dir ../shared/data/tfds --train 2000 --validation 200
+        --cifar_dir ~/tensorflow_datasets --train 2000 --validation 200
 
 tfds writes it (ArrayRecord) with no TensorFlow because the images are handed over
 already encoded.

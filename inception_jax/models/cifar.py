@@ -1,6 +1,6 @@
 """The design doc's CIFAR-10 Inception network (``InceptionCIFAR``).
 
-Reference: ../shared/design (section "학습 예제 (CIFAR-10)"), itself a reduced
+Reference: the project's design document (its CIFAR-10 example, "학습 예제"), a reduced
 GoogLeNet (Szegedy et al. 2014) for 32x32 inputs: conv 3->64 (3x3), 2x2 max
 pool, Inception 3a/3b, 2x2 max pool, 4a/4b, 2x2 max pool, global average pool,
 dropout 0.4, linear 256->10. Inception modules are the design doc's (a real 5x5
