@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from test_reliability import ROOT, flags, read_checkpoint, steps_in, tmp_dirs
+from test_reliability import flags, read_checkpoint, start_two_processes, steps_in, tmp_dirs
 
 TOTAL = 40  # steps of every run here
 STEP_SECONDS = 0.1  # the interrupted runs sleep this long before each step
@@ -34,40 +34,6 @@ def _flags(workdir, cache, **overrides):
     # checkpoint_every_steps=0: the save at the stop is the only one before the end
     cfg = dict(synthetic_examples=32 * TOTAL, checkpoint_every_steps=0)
     return flags(workdir, cache, TOTAL, **{**cfg, **overrides})
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _start(args, outdir, env=None):
-    """The 2 processes of one jax.distributed job on localhost, their output in
-    ``outdir/p<i>.log``."""
-    port = _free_port()
-    procs = []
-    for i in range(2):
-        with open(os.path.join(outdir, f"p{i}.log"), "w") as out:
-            procs.append(
-                subprocess.Popen(
-                    args,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    env=dict(
-                        os.environ,
-                        JAX_PLATFORMS="cpu",
-                        JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                        JAX_NUM_PROCESSES="2",
-                        JAX_PROCESS_ID=str(i),
-                        **(env or {}),
-                    ),
-                )
-            )
-    return procs
 
 
 def _outputs(outdir):
@@ -101,7 +67,7 @@ def _interrupt(workdir, cache, sig, targets, **overrides):
     os.makedirs(logs)
     stop_log = os.path.join(workdir, "stops.txt")
     env = {"RELIABILITY_STEP_SECONDS": str(STEP_SECONDS), "RELIABILITY_STOP_LOG": stop_log}
-    procs = _start(_flags(work, cache, **overrides), logs, env)
+    procs = start_two_processes(_flags(work, cache, **overrides), logs, env)
     deadline = time.time() + TIMEOUT
     printed = None
     while printed is None and time.time() < deadline and all(p.poll() is None for p in procs):
@@ -189,7 +155,7 @@ def _finished(args, outdir):
     barriers named apart (they clashed in Orbax before: "Barrier ... is already
     ongoing")."""
     os.makedirs(outdir, exist_ok=True)
-    codes, outs = _wait(_start(args, outdir), outdir, time.time() + TIMEOUT)
+    codes, outs = _wait(start_two_processes(args, outdir), outdir, time.time() + TIMEOUT)
     assert codes == [0, 0], outs[0][-1500:] + "\n" + outs[1][-1500:]
     return outs
 

@@ -485,27 +485,41 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def start_two_processes(args, outdir=None, env=None):
+    """Starts ``args`` as the 2 processes of one jax.distributed job on localhost; their
+    output piped (text), or written to ``outdir/p<i>.log``."""
+    port = _free_port()
+    procs = []
+    for i in range(2):
+        out = open(os.path.join(outdir, f"p{i}.log"), "w") if outdir else subprocess.PIPE
+        try:
+            procs.append(
+                subprocess.Popen(
+                    args,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    cwd=ROOT,
+                    env=dict(
+                        os.environ,
+                        JAX_PLATFORMS="cpu",
+                        JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                        JAX_NUM_PROCESSES="2",
+                        JAX_PROCESS_ID=str(i),
+                        **(env or {}),
+                    ),
+                )
+            )
+        finally:
+            if outdir:
+                out.close()
+    return procs
+
+
 def _two_processes(args, timeout):
     """Runs ``args`` as the 2 processes of one jax.distributed job on localhost; returns
     their outputs, after both exited 0 (a hang is killed after ``timeout`` and fails)."""
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            env=dict(
-                os.environ,
-                JAX_PLATFORMS="cpu",
-                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                JAX_NUM_PROCESSES="2",
-                JAX_PROCESS_ID=str(i),
-            ),
-        )
-        for i in range(2)
-    ]
+    procs = start_two_processes(args)
     try:
         outs = [p.communicate(timeout=timeout)[0] for p in procs]
     finally:
