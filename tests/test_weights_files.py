@@ -1,7 +1,8 @@
-"""The torch.save reader of ``inception_jax.weights.files`` against ``torch.load``: both
-file formats, every dtype public weights use, views and shared storages; pickles that
-would run code are refused before anything runs; and FID from a pytorch-fid weights
-file in an environment where torch cannot be imported, equal to pytorch-fid's."""
+"""The weight file readers of ``inception_jax.weights.files`` against ``torch.load`` and
+the safetensors package: both torch.save formats, every dtype public weights use, views
+and shared storages; pickles that would run code are refused before anything runs; and
+FID from a pytorch-fid weights file where neither torch nor safetensors can be
+imported, equal to pytorch-fid's."""
 
 import collections
 import io
@@ -39,7 +40,7 @@ def _assert_same(got, want, where="root"):
     if isinstance(want, torch.Tensor):
         assert isinstance(got, np.ndarray), where
         assert got.shape == tuple(want.shape) and got.dtype.name == str(want.dtype)[6:], (where, got.dtype)
-        if want.dtype == torch.bfloat16:
+        if want.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):  # no numpy in torch
             got, want = got.astype(np.float32), want.float()
         np.testing.assert_array_equal(got, want.detach().numpy(), err_msg=where)
     elif isinstance(want, dict):
@@ -133,6 +134,37 @@ def test_torchvision_and_timm_state_dicts_equal_torch_load(fmt, tmp_path):
                 else "Conv2d_1a_3x3.bn.num_batches_tracked"
             ].dtype
             == np.int64
+        )
+
+
+def test_safetensors_of_every_dtype_equal_the_safetensors_package(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    tensors = {
+        k: v.detach().contiguous().clone()  # safetensors stores no views and no shared storage
+        for k, v in _every_kind_of_tensor("zip").items()
+        if isinstance(v, torch.Tensor)
+    }
+    tensors["float8_e4m3fn"] = torch.randn(4, generator=torch.Generator().manual_seed(1)).to(
+        torch.float8_e4m3fn
+    )
+    tensors["float8_e5m2"] = torch.randn(4, generator=torch.Generator().manual_seed(2)).to(torch.float8_e5m2)
+    path = tmp_path / "w.safetensors"
+    safetensors_torch.save_file(tensors, str(path), metadata={"format": "pt"})
+    want = safetensors_torch.load_file(str(path))
+    got = files.load_safetensors(path)
+    _assert_same(dict(sorted(got.items())), dict(sorted(want.items())))
+
+    for damage, match in (
+        (lambda b: b[:-5], "truncated or damaged (the byte range of "),
+        (lambda b: b[:100], "its header is longer than it"),
+        (lambda b: b"\x10" + b"\x00" * 7 + b"{not json}" + b"\x00" * 6, "could not be read as safetensors"),
+    ):
+        broken = tmp_path / "broken.safetensors"
+        broken.write_bytes(damage(path.read_bytes()))
+        with pytest.raises(ValueError) as e:
+            files.load_safetensors(broken)
+        assert "\n" not in str(e.value) and str(broken) in str(e.value) and match in str(e.value), str(
+            e.value
         )
 
 
@@ -256,13 +288,15 @@ def test_malformed_files_are_refused_in_one_line(case, match, tmp_path):
 
 
 def _site_without_torch(root):
-    """A directory of links to every installed package except torch and its kin: a
-    Python started with ``-S`` and only this (and the repository) on its path has no
-    torch at all (``importlib.util.find_spec("torch") is None``)."""
+    """A directory of links to every installed package except torch, its kin and
+    safetensors: a Python started with ``-S`` and only this (and the repository) on its
+    path has no torch at all (``importlib.util.find_spec("torch") is None``)."""
     os.makedirs(root)
     for site_packages in site.getsitepackages():
         for name in os.listdir(site_packages):
-            hidden = name.lower().startswith(("torch", "functorch", "pytorch_fid", "__editable__"))
+            hidden = name.lower().startswith(
+                ("torch", "functorch", "pytorch_fid", "safetensors", "__editable__")
+            )
             if hidden or name.endswith(".pth") or os.path.exists(os.path.join(root, name)):
                 continue
             os.symlink(os.path.join(site_packages, name), os.path.join(root, name))
@@ -275,31 +309,34 @@ import jax
 import numpy as np
 assert importlib.util.find_spec("torch") is None, "torch is importable"
 from inception_jax import fid
-legacy, zipped, a, b = sys.argv[1:]
+legacy, zipped, converted, a, b = sys.argv[1:]
 net = fid.FIDNetwork.load(legacy)
-leaves = [jax.tree.leaves(n.variables) for n in (net, fid.FIDNetwork.load(zipped))]
-same = [np.array_equal(x, y) for x, y in zip(*leaves)]
+leaves = [jax.tree.leaves(fid.FIDNetwork.load(w).variables) for w in (zipped, converted)]
+same = [np.array_equal(x, y) for other in leaves for x, y in zip(jax.tree.leaves(net.variables), other)]
 stats = [fid.statistics_of(net, folder, dims=64, batch_size=40) for folder in (a, b)]
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "pytorch_fid"))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "safetensors"))
 print(json.dumps({"fid": fid.frechet_distance(*stats[0], *stats[1]), "mu": stats[0][0].tolist(),
-                  "zip_equals_legacy": all(same) and len(same), "torch_modules": loaded}))
+                  "others_equal_legacy": all(same) and len(same), "torch_modules": loaded}))
 """
 
 
 def test_fid_without_torch_installed_equals_pytorch_fid(torch_fid_net, tmp_path):  # noqa: F811
-    """pytorch-fid's weights file (2019) is torch's legacy format; the zip format must
-    give the same variables. dims 64 (block 0), 80 small images per folder, so sigma is
-    well conditioned."""
+    """pytorch-fid's weights file (2019) is torch's legacy format; the zip format and a
+    .safetensors conversion must give the same variables. dims 64 (block 0), 80 small
+    images per folder."""
     folders = [_write_images(tmp_path / name, 80, seed, size=(24, 24)) for seed, name in enumerate("ab")]
     name = "pt_inception-2015-12-05-6726825d.pth"
     weights = [_save(torch_fid_net.state_dict(), tmp_path / f"{fmt}-{name}", fmt) for fmt in FORMATS]
+    weights.append(str(tmp_path / "converted.safetensors"))
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    safetensors_torch.save_file(torch_fid_net.state_dict(), weights[-1])
     model = _torch_wrapper(torch_fid_net, [0])
     want = [fid_score.compute_statistics_of_path(f, model, 40, 64, "cpu", num_workers=0) for f in folders]
     want_fid = fid_score.calculate_frechet_distance(*want[0], *want[1])
 
     path = os.pathsep.join([ROOT, _site_without_torch(tmp_path / "site")])
     out = subprocess.run(
-        [sys.executable, "-S", "-c", _WITHOUT_TORCH, weights[1], weights[0], *folders],
+        [sys.executable, "-S", "-c", _WITHOUT_TORCH, weights[1], weights[0], weights[2], *folders],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -308,7 +345,7 @@ def test_fid_without_torch_installed_equals_pytorch_fid(torch_fid_net, tmp_path)
     )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["torch_modules"] == [] and got["zip_equals_legacy"]
+    assert got["torch_modules"] == [] and got["others_equal_legacy"]
     mu = np.asarray(got["mu"])
     assert np.linalg.norm(mu - want[0][0]) / np.linalg.norm(want[0][0]) < 1e-5
     assert got["fid"] == pytest.approx(want_fid, rel=1e-3) and want_fid > 0

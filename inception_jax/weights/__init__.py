@@ -11,6 +11,7 @@ from inception_jax.weights.convert import (
 from inception_jax.weights.files import (
     SAFETENSORS_EXTENSIONS,
     TORCH_EXTENSIONS,
+    load_safetensors,
     load_torch_file,
     load_torch_state_dict,
     strip_module_prefix,
@@ -51,6 +52,7 @@ __all__ = [
     "from_torch",
     "imagenet_classes",
     "load_pretrained",
+    "load_safetensors",
     "load_torch_file",
     "load_torch_state_dict",
     "load_variables",

@@ -1,10 +1,12 @@
 """Reading weight files safely, without PyTorch: torch ``.pth``/``.pt``/``.bin`` (both
 ``torch.save`` formats, read by an unpickler that rebuilds only tensors and plain
-containers) and ``.safetensors``, into ``{name: numpy array}``."""
+containers) and ``.safetensors`` (read with numpy alone), into ``{name: numpy array}``."""
 
 from __future__ import annotations
 
 import collections
+import json
+import math
 import os
 import pickle
 import struct
@@ -365,24 +367,67 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return _unwrap(obj, path)
 
 
-def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-    try:
-        import safetensors.numpy
-    except ImportError:
-        raise ValueError(f"reading {path!r} needs the safetensors package; pip install safetensors") from None
-    try:
-        arrays = safetensors.numpy.load_file(path)
-    except Exception as e:  # noqa: BLE001 - e.g. bfloat16, which numpy cannot hold
-        error: Exception = e
-        try:
-            import safetensors.torch
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
+    "BOOL": "bool",
+}
 
-            arrays = safetensors.torch.load_file(path, device="cpu")
-        except Exception as e2:  # noqa: BLE001
-            if not isinstance(e2, ImportError):
-                error = e2
-            first = first_line(error)
-            raise ValueError(
-                f"weights file {path!r} could not be read as safetensors ({type(error).__name__}: {first})"
-            ) from None
-    return _unwrap(arrays, path)
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a ``.safetensors`` file, read with numpy alone (the format is a
+    little-endian u64 header length, a JSON header of dtype/shape/byte range per
+    tensor, then the bytes): neither torch nor the safetensors package is needed, and
+    bfloat16 comes back as ``ml_dtypes.bfloat16``. A damaged file is one ``ValueError``."""
+    path = os.fspath(path)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            (header_size,) = struct.unpack("<Q", file.read(8))
+            if header_size > size - 8:
+                raise _Unsupported("is truncated or not a safetensors file (its header is longer than it)")
+            header = json.loads(file.read(header_size))
+            for name, entry in header.items():
+                if name == "__metadata__":
+                    continue
+                if entry["dtype"] not in _SAFETENSORS_DTYPES:
+                    raise _Unsupported(
+                        f"holds {name} of dtype {entry['dtype']}, which this reader does not read"
+                    )
+                dtype = np.dtype(_DTYPES[_SAFETENSORS_DTYPES[entry["dtype"]]])
+                shape = tuple(int(n) for n in entry["shape"])
+                start, end = (int(n) for n in entry["data_offsets"])
+                if (
+                    not 0 <= start <= end <= size - 8 - header_size
+                    or end - start != math.prod(shape) * dtype.itemsize
+                ):
+                    raise _Unsupported(f"is truncated or damaged (the byte range of {name})")
+                data = np.empty(end - start, np.uint8)
+                file.seek(8 + header_size + start)
+                if file.readinto(data) != len(data):
+                    raise _Unsupported(f"is truncated (the bytes of {name})")
+                arrays[name] = data.view(dtype).reshape(shape)
+    except _Unsupported as e:
+        raise ValueError(f"weights file {path!r} {e}") from None
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line
+        raise ValueError(
+            f"weights file {path!r} could not be read as safetensors ({type(e).__name__}: {first_line(e)})"
+        ) from None
+    return arrays
+
+
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+    return _unwrap(load_safetensors(path), path)
