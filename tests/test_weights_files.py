@@ -232,14 +232,34 @@ class _FloatsOfStorage0:
 
 
 class _TorchLikePickler(pickle.Pickler):
+    storage = ("storage", torch.FloatStorage, "0", "cpu", 4)
+
     def persistent_id(self, obj):
-        return ("storage", torch.FloatStorage, "0", "cpu", 4) if isinstance(obj, _StorageRef) else None
+        return self.storage if isinstance(obj, _StorageRef) else None
 
 
-def _torch_like_pickle(obj):
+def _torch_like_pickle(obj, storage=_TorchLikePickler.storage):
     buffer = io.BytesIO()
-    _TorchLikePickler(buffer, protocol=2).dump(obj)
+    pickler = _TorchLikePickler(buffer, protocol=2)
+    pickler.storage = storage
+    pickler.dump(obj)
     return buffer.getvalue()
+
+
+def test_tensors_saved_from_a_gpu_are_read(tmp_path):
+    """torch.save of CUDA tensors names torch.cuda.FloatStorage and location cuda:0
+    (crafted here: no GPU needed)."""
+    storage = ("storage", torch.cuda.FloatStorage, "0", "cuda:0", 4)
+    path = _write_zip(
+        tmp_path / "gpu.pth",
+        {
+            "data.pkl": _torch_like_pickle({"w": _FloatsOfStorage0(4)}, storage),
+            "data/0": np.arange(4, dtype=np.float32).tobytes(),
+            "version": b"3\n",
+        },
+    )
+    assert b"torch.cuda\nFloatStorage" in zipfile.ZipFile(path).read("archive/data.pkl")
+    _assert_same(files.load_torch_file(path), torch.load(path, map_location="cpu", weights_only=True))
 
 
 @pytest.mark.parametrize(

@@ -193,6 +193,10 @@ _GLOBALS: dict[tuple[str, str], Any] = {
     **{("torch", name): _StorageType(np.dtype(_DTYPES[d])) for name, d in _STORAGES.items()},
 }
 _GLOBALS[("torch.storage", "UntypedStorage")] = _GLOBALS[("torch", "UntypedStorage")]
+# files saved from GPU tensors name torch.cuda's storages; their bytes are the same
+_GLOBALS.update(
+    {("torch.cuda", name): _GLOBALS[("torch", name)] for name in _STORAGES if name != "UntypedStorage"}
+)
 
 
 class _Unpickler(pickle.Unpickler):
