@@ -88,10 +88,10 @@ def _unwrap(obj: Any, path: str) -> dict[str, np.ndarray]:
 #
 # Both formats torch.save has written since PyTorch 0.1.10: the zip archive (1.6 and
 # later: ``<dir>/data.pkl`` plus one raw record ``<dir>/data/<key>`` per storage) and the
-# legacy stream (before 1.6, e.g. pytorch-fid's FID weights of 2019: four pickles, then
-# each storage as an int64 element count and its bytes). The pickle only ever calls the
-# globals below; a tensor becomes a numpy view of its storage's bytes, so tensors that
-# shared a storage in torch share memory here too.
+# legacy stream (before 1.6, e.g. pytorch-fid's FID weights of 2019: five pickles, the
+# object among them, then each storage as an int64 element count and its bytes). The
+# pickle only ever calls the globals below; a tensor becomes a numpy view of its
+# storage's bytes, so tensors that shared a storage in torch share memory here too.
 
 
 class _Refused(Exception):
@@ -99,7 +99,8 @@ class _Refused(Exception):
 
 
 class _Unsupported(Exception):
-    """A well-formed file this reader cannot return as arrays (message: the fix)."""
+    """A file refused for another reason (damaged, big-endian, TorchScript): the message
+    says what, and how to fix it."""
 
 
 class _StorageType(NamedTuple):
