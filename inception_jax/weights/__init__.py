@@ -11,6 +11,8 @@ from inception_jax.weights.convert import (
 from inception_jax.weights.files import (
     SAFETENSORS_EXTENSIONS,
     TORCH_EXTENSIONS,
+    load_safetensors,
+    load_torch_file,
     load_torch_state_dict,
     strip_module_prefix,
     to_numpy,
@@ -50,6 +52,8 @@ __all__ = [
     "from_torch",
     "imagenet_classes",
     "load_pretrained",
+    "load_safetensors",
+    "load_torch_file",
     "load_torch_state_dict",
     "load_variables",
     "merge_params",
