@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 import tqdm
 
+from inception_jax.checkpoint.integrity import write_atomic
 from inception_jax.errors import first_line
 
 PREPARE_HINT = (
@@ -164,9 +165,7 @@ def load_in_memory(
     skipped = sum(p[2] for p in parts)
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        tmp = cache_path + f".tmp{os.getpid()}.npz"
-        np.savez(tmp, images=images, labels=labels, skipped=skipped)
-        os.replace(tmp, cache_path)
+        write_atomic(cache_path, lambda f: np.savez(f, images=images, labels=labels, skipped=skipped))
     return InMemoryDataset(images, labels, num_classes, skipped)
 
 
