@@ -8,6 +8,7 @@ import os
 import re
 
 from inception_jax import models
+from inception_jax.checkpoint.integrity import write_atomic
 from inception_jax.errors import first_line
 from inception_jax.models.registry import Pretrained
 
@@ -66,19 +67,15 @@ def cached_weights(name: str) -> str | None:
 
 
 def _download(url: str, target: str, hash_prefix: str | None = None, timeout: float = 30.0) -> None:
-    """Streams ``url`` to ``target`` (via a temporary file, renamed when complete),
-    checking the sha256 prefix when given, as torch.hub does."""
+    """Streams ``url`` to ``target`` (whole or not at all), checking the sha256 prefix
+    when given, as torch.hub does."""
     import hashlib
-    import shutil
-    import tempfile
     import urllib.request
 
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    request = urllib.request.Request(url, headers={"User-Agent": "inception_jax"})
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".partial")
-    try:
+    def fetch(f) -> None:
         sha = hashlib.sha256()
-        with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as f:
+        request = urllib.request.Request(url, headers={"User-Agent": "inception_jax"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 sha.update(chunk)
                 f.write(chunk)
@@ -86,10 +83,9 @@ def _download(url: str, target: str, hash_prefix: str | None = None, timeout: fl
             raise ValueError(
                 f"sha256 {sha.hexdigest()[:12]}... does not start with the expected {hash_prefix}"
             )
-        shutil.move(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    write_atomic(target, fetch, remedy="free disk space or set TORCH_HOME to another folder")
 
 
 def download_weights(name: str) -> str:
