@@ -25,6 +25,8 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
+from inception_jax.errors import first_line
+
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
@@ -127,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         write_atomic(args.out, blob, remedy="free disk space or pick another --out")
     except ValueError as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(e, limit=None)}", file=sys.stderr)
         return 2
     print(
         f"wrote {args.out}: {args.model}, {len(blob) / 1e6:.1f} MB, platforms {', '.join(platforms)}, "

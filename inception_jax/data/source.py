@@ -58,12 +58,12 @@ def _data_source(dataset: str, split: str, data_dir: Optional[str]):
         reason = first_line(e)
         if re.search(r"split|Split", reason) and "not" in reason.lower():
             raise DatasetMissingError(
-                f"dataset {dataset!r} has no split {split!r} in data_dir {searched!r} ({reason[:200]}); "
+                f"dataset {dataset!r} has no split {split!r} in data_dir {searched!r} ({reason}); "
                 "pick an existing split, e.g. --config.eval_split='train[45000:]'"
             ) from None
         raise DatasetMissingError(
             f"dataset {dataset!r} (split {split!r}) is not prepared in data_dir {searched!r} "
-            f"({reason[:200]}); " + PREPARE_HINT.format(dataset=dataset, data_dir=searched)
+            f"({reason}); " + PREPARE_HINT.format(dataset=dataset, data_dir=searched)
         ) from None
 
 
@@ -109,7 +109,7 @@ def _decode_chunk(source, start: int, stop: int, bad_records: str):
             except Exception as e:
                 if bad_records != "skip":
                     raise ValueError(
-                        f"record {i} could not be decoded ({type(e).__name__}: {str(e)[:120]}); "
+                        f"record {i} could not be decoded ({type(e).__name__}: {first_line(e, limit=120)}); "
                         "set --config.bad_records=skip to count and skip such records"
                     ) from None
                 skipped += 1

@@ -266,10 +266,9 @@ def load_variables(directory: str | os.PathLike) -> dict[str, Any]:
             )
             restored = ckptr.restore(directory, target)
     except Exception as e:  # noqa: BLE001
-        first = first_line(e)
         raise ValueError(
             f"load_variables: {directory!r} is not a readable Orbax checkpoint "
-            f"({type(e).__name__}: {first[:200]})"
+            f"({type(e).__name__}: {first_line(e)})"
         ) from None
     if "params" not in restored:
         raise ValueError(
