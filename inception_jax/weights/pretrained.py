@@ -1,6 +1,6 @@
 """Pretrained variables: ``load_pretrained`` (a file, a ``save_pretrained``
 directory or the download caches), ``save_pretrained`` / ``load_variables`` (Orbax)
-and ``features`` (the pooled features the classifier sees)."""
+and ``pooled_features`` (the pooled features the classifier sees)."""
 
 from __future__ import annotations
 
@@ -284,7 +284,7 @@ def _classifier_name(model) -> str | None:
     return None
 
 
-def _pooled_features(model, variables, x):
+def _classifier_input(model, variables, x):
     classifier = _classifier_name(model)
     captured = []
 
@@ -303,15 +303,16 @@ def _pooled_features(model, variables, x):
         model.apply(variables, x, train=False)
     if len(captured) != 1:
         raise ValueError(
-            f"features: found {len(captured)} top-level classifiers in {type(model).__name__}, expected 1"
+            f"pooled_features: found {len(captured)} top-level classifiers in "
+            f"{type(model).__name__}, expected 1"
         )
     return captured[0]
 
 
-_pooled_features_jit = jax.jit(_pooled_features, static_argnums=0)
+_classifier_input_jit = jax.jit(_classifier_input, static_argnums=0)
 
 
-def features(model, variables: Mapping[str, Any], images: Any, *, jit: bool = True) -> jax.Array:
+def pooled_features(model, variables: Mapping[str, Any], images: Any, *, jit: bool = True) -> jax.Array:
     """Pooled features before the classifier (eval mode): (N, 1024) for googlenet /
     bn_inception, 2048 for inception_v3, 1536 for inception_v4 / inception_resnet_v2.
 
@@ -319,5 +320,5 @@ def features(model, variables: Mapping[str, Any], images: Any, *, jit: bool = Tr
     ``num_classes=0`` (``forward_features`` + global pool). ``images``: NHWC float32
     (e.g. from :func:`preprocess`). The classifier's matmul is not computed.
     """
-    fn = _pooled_features_jit if jit else _pooled_features
+    fn = _classifier_input_jit if jit else _classifier_input
     return fn(model, variables, jnp.asarray(images))
