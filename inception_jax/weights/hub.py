@@ -10,18 +10,20 @@ import re
 from inception_jax import models
 from inception_jax.checkpoint.integrity import write_atomic
 from inception_jax.errors import first_line
-from inception_jax.models.registry import Pretrained
+from inception_jax.models.registry import ModelInfo, Pretrained
 
 
-def pretrained_config(name: str | Pretrained) -> Pretrained:
-    """The :class:`~inception_jax.models.Pretrained` record of a registered model."""
+def pretrained_config(name: str | ModelInfo | Pretrained) -> Pretrained:
+    """The :class:`~inception_jax.models.Pretrained` record of a registered model
+    (given by name or by its :class:`~inception_jax.models.ModelInfo`)."""
     if isinstance(name, Pretrained):
         return name
-    cfg = models.get_info(name).pretrained
+    info = name if isinstance(name, ModelInfo) else models.get_info(name)
+    cfg = info.pretrained
     if cfg is None:
         have = [n for n in models.list_models() if models.get_info(n).pretrained is not None]
         raise ValueError(
-            f"model {name!r} has no public pretrained weights; models with weights: {', '.join(have)}"
+            f"model {info.name!r} has no public pretrained weights; models with weights: {', '.join(have)}"
         )
     return cfg
 
@@ -47,7 +49,7 @@ def _hf_cache_dir() -> str:
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def cached_weights(name: str) -> str | None:
+def cached_weights(name: str | Pretrained) -> str | None:
     """The path of already-downloaded weights for ``name``, or None.
 
     Looks in torch hub's ``checkpoints/<filename>`` and, for timm weights, the
@@ -88,7 +90,7 @@ def _download(url: str, target: str, hash_prefix: str | None = None, timeout: fl
     write_atomic(target, fetch, remedy="free disk space or set TORCH_HOME to another folder")
 
 
-def download_weights(name: str) -> str:
+def download_weights(name: str | Pretrained) -> str:
     """Downloads the public weights of ``name`` to torch hub's ``checkpoints/<filename>``
     (timm's from the Hugging Face hub URL); returns the path."""
     cfg = pretrained_config(name)
@@ -101,9 +103,8 @@ def download_weights(name: str) -> str:
     return target
 
 
-def _find_or_download(name: str, download: bool) -> str:
-    cfg = pretrained_config(name)
-    path = cached_weights(name)
+def _find_or_download(name: str, cfg: Pretrained, download: bool) -> str:
+    path = cached_weights(cfg)
     if path:
         return path
     where = os.path.join(torch_hub_dir(), "checkpoints", cfg.filename)
@@ -116,7 +117,7 @@ def _find_or_download(name: str, download: bool) -> str:
             "or pass the file's path"
         )
     try:
-        return download_weights(name)
+        return download_weights(cfg)
     except Exception as e:  # noqa: BLE001 - offline, HTTP error, bad hash, no torch ...
         first = first_line(e)
         raise ValueError(
