@@ -69,44 +69,46 @@ class BNInception(nn.Module):
         def conv_bn(y, name, features, kernel, stride=1, padding=0):
             y = nn.Conv(
                 features,
-                (kernel, kernel),
-                (stride, stride),
+                kernel_size=(kernel, kernel),
+                strides=(stride, stride),
                 padding=((padding, padding), (padding, padding)),
                 use_bias=True,
                 dtype=self.dtype,
                 name=name,
             )(y)
-            y = layers.BatchNorm(0.1, 1e-5, self.dtype, self.axis_name, name=name + "_bn")(y, train)
+            y = layers.BatchNorm(
+                momentum=0.1, epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name, name=name + "_bn"
+            )(y, train)
             return nn.relu(y)
 
-        x = conv_bn(x.astype(self.dtype), "conv1_7x7_s2", 64, 7, 2, 3)
-        x = layers.max_pool(x, 3, 2, ceil_mode=True)
-        x = conv_bn(x, "conv2_3x3_reduce", 64, 1)
-        x = conv_bn(x, "conv2_3x3", 192, 3, 1, 1)
-        x = layers.max_pool(x, 3, 2, ceil_mode=True)
+        x = conv_bn(x.astype(self.dtype), "conv1_7x7_s2", 64, kernel=7, stride=2, padding=3)
+        x = layers.max_pool(x, kernel_size=3, stride=2, ceil_mode=True)
+        x = conv_bn(x, "conv2_3x3_reduce", 64, kernel=1)
+        x = conv_bn(x, "conv2_3x3", 192, kernel=3, stride=1, padding=1)
+        x = layers.max_pool(x, kernel_size=3, stride=2, ceil_mode=True)
         for name, c1, c3r, c3, cdr, cd, pool, proj in BN_INCEPTION_CFG:
             stride = 2 if pool == "reduce" else 1
             outs = []
             if c1 is not None:
-                outs.append(conv_bn(x, f"{name}_1x1", c1, 1))
-            y = conv_bn(x, f"{name}_3x3_reduce", c3r, 1)
-            outs.append(conv_bn(y, f"{name}_3x3", c3, 3, stride, 1))
-            y = conv_bn(x, f"{name}_double_3x3_reduce", cdr, 1)
-            y = conv_bn(y, f"{name}_double_3x3_1", cd, 3, 1, 1)
-            outs.append(conv_bn(y, f"{name}_double_3x3_2", cd, 3, stride, 1))
+                outs.append(conv_bn(x, f"{name}_1x1", c1, kernel=1))
+            y = conv_bn(x, f"{name}_3x3_reduce", c3r, kernel=1)
+            outs.append(conv_bn(y, f"{name}_3x3", c3, kernel=3, stride=stride, padding=1))
+            y = conv_bn(x, f"{name}_double_3x3_reduce", cdr, kernel=1)
+            y = conv_bn(y, f"{name}_double_3x3_1", cd, kernel=3, stride=1, padding=1)
+            outs.append(conv_bn(y, f"{name}_double_3x3_2", cd, kernel=3, stride=stride, padding=1))
             if pool == "reduce":
-                outs.append(layers.max_pool(x, 3, 2, ceil_mode=True))
+                outs.append(layers.max_pool(x, kernel_size=3, stride=2, ceil_mode=True))
             else:
                 y = (
-                    layers.avg_pool(x, 3, 1, 1, ceil_mode=True)
+                    layers.avg_pool(x, kernel_size=3, stride=1, padding=1, ceil_mode=True)
                     if pool == "avg"
-                    else layers.max_pool(x, 3, 1, 1, ceil_mode=True)
+                    else layers.max_pool(x, kernel_size=3, stride=1, padding=1, ceil_mode=True)
                 )
-                outs.append(conv_bn(y, f"{name}_pool_proj", proj, 1))
+                outs.append(conv_bn(y, f"{name}_pool_proj", proj, kernel=1))
             x = jnp.concatenate(outs, axis=-1)
         x = layers.global_avg_pool(x)
-        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
-        return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
+        x = layers.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return layers.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
 
 
 register(

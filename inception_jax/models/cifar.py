@@ -41,17 +41,17 @@ class InceptionCIFAR(nn.Module):
         def inception(y, name):
             return layers.InceptionModule(*CIFAR_CFG[name], conv=conv, name=name)(y, train)
 
-        x = conv(64, 3, 1, 1, name="conv1")(x.astype(self.dtype), train)
-        x = layers.max_pool(x, 2)
+        x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x.astype(self.dtype), train)
+        x = layers.max_pool(x, kernel_size=2)
         x = inception(x, "inception3a")
         x = inception(x, "inception3b")
-        x = layers.max_pool(x, 2)
+        x = layers.max_pool(x, kernel_size=2)
         x = inception(x, "inception4a")
         x = inception(x, "inception4b")
-        x = layers.max_pool(x, 2)
+        x = layers.max_pool(x, kernel_size=2)
         x = layers.global_avg_pool(x)
-        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
-        return layers.dense(self.num_classes, self.dtype, "fc")(x)
+        x = layers.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return layers.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
 
 
 register(

@@ -98,8 +98,8 @@ class GoogLeNet(nn.Module):
         def pool(y, last=False):
             if torchvision_like:
                 k = 2 if last else 3
-                return layers.max_pool(y, k, 2, ceil_mode=True)
-            return layers.max_pool(y, 3, 2, padding=1)
+                return layers.max_pool(y, kernel_size=k, stride=2, ceil_mode=True)
+            return layers.max_pool(y, kernel_size=3, stride=2, padding=1)
 
         def inception(y, name):
             return layers.InceptionModule(
@@ -114,8 +114,8 @@ class GoogLeNet(nn.Module):
 
         def aux(y, name):
             return layers.AuxiliaryClassifier(
-                self.num_classes,
-                self.dropout_aux,
+                num_classes=self.num_classes,
+                dropout=self.dropout_aux,
                 conv=conv,
                 dtype=self.dtype,
                 axis_name=self.axis_name,
@@ -126,14 +126,14 @@ class GoogLeNet(nn.Module):
             x = transform_imagenet_input(x)
         x = x.astype(self.dtype)
         if v == "cifar":
-            x = conv(64, 3, 1, 1, name="conv1")(x, train)
-            x = conv(64, 1, name="conv2")(x, train)
-            x = conv(192, 3, 1, 1, name="conv3")(x, train)
+            x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x, train)
+            x = conv(64, kernel_size=1, name="conv2")(x, train)
+            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)
         else:
-            x = conv(64, 7, 2, 3, name="conv1")(x, train)
+            x = conv(64, kernel_size=7, strides=2, padding=3, name="conv1")(x, train)
             x = pool(x)
-            x = conv(64, 1, name="conv2")(x, train)
-            x = conv(192, 3, 1, 1, name="conv3")(x, train)
+            x = conv(64, kernel_size=1, name="conv2")(x, train)
+            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)
             x = pool(x)
         x = inception(x, "inception3a")
         x = inception(x, "inception3b")
@@ -150,8 +150,8 @@ class GoogLeNet(nn.Module):
         x = inception(x, "inception5b")
         x = layers.global_avg_pool(x)
         rate = _DEFAULT_DROPOUT[v] if self.dropout is None else self.dropout
-        x = layers.Dropout(rate, self.axis_name)(x, train)
-        logits = layers.dense(self.num_classes, self.dtype, "fc")(x)
+        x = layers.Dropout(rate=rate, axis_name=self.axis_name)(x, train)
+        logits = layers.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
         if self.aux_logits and train:
             return logits, aux1, aux2
         return logits

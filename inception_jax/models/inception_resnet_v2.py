@@ -69,29 +69,31 @@ class InceptionResNetV2(nn.Module):
         c = layers.make_conv(self.dtype, self.axis_name)
 
         def residual(y, spec, scale, name, activate=True):
-            return layers.ResidualInceptionBlock(spec, scale, activate, c, self.dtype, name=name)(y, train)
+            return layers.ResidualInceptionBlock(
+                branches=spec, scale=scale, activate=activate, conv=c, dtype=self.dtype, name=name
+            )(y, train)
 
-        x = c(32, 3, 2, name="conv2d_1a")(x.astype(self.dtype), train)
-        x = c(32, 3, name="conv2d_2a")(x, train)
-        x = c(64, 3, 1, 1, name="conv2d_2b")(x, train)
-        x = layers.max_pool(x, 3, 2)
-        x = c(80, 1, name="conv2d_3b")(x, train)
-        x = c(192, 3, name="conv2d_4a")(x, train)
-        x = layers.max_pool(x, 3, 2)
-        x = layers.MixedBlock(MIXED_5B, c, name="mixed_5b")(x, train)
+        x = c(32, kernel_size=3, strides=2, name="conv2d_1a")(x.astype(self.dtype), train)
+        x = c(32, kernel_size=3, name="conv2d_2a")(x, train)
+        x = c(64, kernel_size=3, strides=1, padding=1, name="conv2d_2b")(x, train)
+        x = layers.max_pool(x, kernel_size=3, stride=2)
+        x = c(80, kernel_size=1, name="conv2d_3b")(x, train)
+        x = c(192, kernel_size=3, name="conv2d_4a")(x, train)
+        x = layers.max_pool(x, kernel_size=3, stride=2)
+        x = layers.MixedBlock(branches=MIXED_5B, conv=c, name="mixed_5b")(x, train)
         for i in range(10):
             x = residual(x, BLOCK35, 0.17, f"repeat_{i}")
-        x = layers.MixedBlock(MIXED_6A, c, name="mixed_6a")(x, train)
+        x = layers.MixedBlock(branches=MIXED_6A, conv=c, name="mixed_6a")(x, train)
         for i in range(20):
             x = residual(x, BLOCK17, 0.10, f"repeat_1_{i}")
-        x = layers.MixedBlock(MIXED_7A, c, name="mixed_7a")(x, train)
+        x = layers.MixedBlock(branches=MIXED_7A, conv=c, name="mixed_7a")(x, train)
         for i in range(9):
             x = residual(x, BLOCK8, 0.20, f"repeat_2_{i}")
         x = residual(x, BLOCK8, 1.0, "block8", activate=False)
-        x = c(1536, 1, name="conv2d_7b")(x, train)
+        x = c(1536, kernel_size=1, name="conv2d_7b")(x, train)
         x = layers.global_avg_pool(x)
-        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
-        return layers.dense(self.num_classes, self.dtype, "classif")(x)
+        x = layers.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return layers.dense(self.num_classes, dtype=self.dtype, name="classif")(x)
 
 
 register(

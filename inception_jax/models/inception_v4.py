@@ -67,7 +67,11 @@ class Mixed3a(nn.Module):
     @nn.compact
     def __call__(self, x, train=False):
         return jnp.concatenate(
-            [layers.max_pool(x, 3, 2), self.conv(96, 3, 2, name="conv")(x, train)], axis=-1
+            [
+                layers.max_pool(x, kernel_size=3, stride=2),
+                self.conv(96, kernel_size=3, strides=2, name="conv")(x, train),
+            ],
+            axis=-1,
         )
 
 
@@ -77,7 +81,11 @@ class Mixed5a(nn.Module):
     @nn.compact
     def __call__(self, x, train=False):
         return jnp.concatenate(
-            [self.conv(192, 3, 2, name="conv")(x, train), layers.max_pool(x, 3, 2)], axis=-1
+            [
+                self.conv(192, kernel_size=3, strides=2, name="conv")(x, train),
+                layers.max_pool(x, kernel_size=3, stride=2),
+            ],
+            axis=-1,
         )
 
 
@@ -89,26 +97,27 @@ class InceptionC(nn.Module):
     @nn.compact
     def __call__(self, x, train=False):
         c = self.conv
-        b0 = c(256, 1, name="branch0")(x, train)
-        b1 = c(384, 1, name="branch1_0")(x, train)
+        b0 = c(256, kernel_size=1, name="branch0")(x, train)
+        b1 = c(384, kernel_size=1, name="branch1_0")(x, train)
         b1 = jnp.concatenate(
             [
-                c(256, (1, 3), 1, (0, 1), name="branch1_1a")(b1, train),
-                c(256, (3, 1), 1, (1, 0), name="branch1_1b")(b1, train),
+                c(256, kernel_size=(1, 3), strides=1, padding=(0, 1), name="branch1_1a")(b1, train),
+                c(256, kernel_size=(3, 1), strides=1, padding=(1, 0), name="branch1_1b")(b1, train),
             ],
             axis=-1,
         )
-        b2 = c(384, 1, name="branch2_0")(x, train)
-        b2 = c(448, (3, 1), 1, (1, 0), name="branch2_1")(b2, train)
-        b2 = c(512, (1, 3), 1, (0, 1), name="branch2_2")(b2, train)
+        b2 = c(384, kernel_size=1, name="branch2_0")(x, train)
+        b2 = c(448, kernel_size=(3, 1), strides=1, padding=(1, 0), name="branch2_1")(b2, train)
+        b2 = c(512, kernel_size=(1, 3), strides=1, padding=(0, 1), name="branch2_2")(b2, train)
         b2 = jnp.concatenate(
             [
-                c(256, (1, 3), 1, (0, 1), name="branch2_3a")(b2, train),
-                c(256, (3, 1), 1, (1, 0), name="branch2_3b")(b2, train),
+                c(256, kernel_size=(1, 3), strides=1, padding=(0, 1), name="branch2_3a")(b2, train),
+                c(256, kernel_size=(3, 1), strides=1, padding=(1, 0), name="branch2_3b")(b2, train),
             ],
             axis=-1,
         )
-        b3 = c(256, 1, name="branch3_1")(layers.avg_pool(x, 3, 1, 1, count_include_pad=False), train)
+        pooled = layers.avg_pool(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        b3 = c(256, kernel_size=1, name="branch3_1")(pooled, train)
         return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
@@ -123,24 +132,24 @@ class InceptionV4(nn.Module):
         layers.check_image_input("inception_v4", x, 75)
         c = layers.make_conv(self.dtype, self.axis_name)
         blocks = [
-            lambda n: c(32, 3, 2, name=n),
-            lambda n: c(32, 3, name=n),
-            lambda n: c(64, 3, 1, 1, name=n),
-            lambda n: Mixed3a(c, name=n),
-            lambda n: layers.MixedBlock(MIXED_4A, c, name=n),
-            lambda n: Mixed5a(c, name=n),
-            *[lambda n: layers.MixedBlock(INCEPTION_A, c, name=n)] * 4,
-            lambda n: layers.MixedBlock(REDUCTION_A, c, name=n),
-            *[lambda n: layers.MixedBlock(INCEPTION_B, c, name=n)] * 7,
-            lambda n: layers.MixedBlock(REDUCTION_B, c, name=n),
-            *[lambda n: InceptionC(c, name=n)] * 3,
+            lambda n: c(32, kernel_size=3, strides=2, name=n),
+            lambda n: c(32, kernel_size=3, name=n),
+            lambda n: c(64, kernel_size=3, strides=1, padding=1, name=n),
+            lambda n: Mixed3a(conv=c, name=n),
+            lambda n: layers.MixedBlock(branches=MIXED_4A, conv=c, name=n),
+            lambda n: Mixed5a(conv=c, name=n),
+            *[lambda n: layers.MixedBlock(branches=INCEPTION_A, conv=c, name=n)] * 4,
+            lambda n: layers.MixedBlock(branches=REDUCTION_A, conv=c, name=n),
+            *[lambda n: layers.MixedBlock(branches=INCEPTION_B, conv=c, name=n)] * 7,
+            lambda n: layers.MixedBlock(branches=REDUCTION_B, conv=c, name=n),
+            *[lambda n: InceptionC(conv=c, name=n)] * 3,
         ]
         x = x.astype(self.dtype)
         for i, make in enumerate(blocks):
             x = make(f"features_{i}")(x, train)
         x = layers.global_avg_pool(x)
-        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
-        return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
+        x = layers.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return layers.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
 
 
 register(
