@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.registry import ModelInfo, Pretrained, register
 
 # Cadene's pretrained_settings["bninception"]["imagenet"] with the eval transform of
@@ -56,18 +56,18 @@ BN_INCEPTION_CFG = (
 )
 
 
-class BNInception(nn.Module):
+class BNInception(linen.Module):
     num_classes: int = 1000
     dropout: float = 0.0
     dtype: Any = jnp.float32
     axis_name: Optional[str] = None
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_image_input("bn_inception", x, 31)
+        nn.check_image_input("bn_inception", x, 31)
 
         def conv_bn(y, name, features, kernel, stride=1, padding=0):
-            y = nn.Conv(
+            y = linen.Conv(
                 features,
                 kernel_size=(kernel, kernel),
                 strides=(stride, stride),
@@ -76,16 +76,16 @@ class BNInception(nn.Module):
                 dtype=self.dtype,
                 name=name,
             )(y)
-            y = layers.BatchNorm(
+            y = nn.BatchNorm(
                 momentum=0.1, epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name, name=name + "_bn"
             )(y, train)
-            return nn.relu(y)
+            return linen.relu(y)
 
         x = conv_bn(x.astype(self.dtype), "conv1_7x7_s2", 64, kernel=7, stride=2, padding=3)
-        x = layers.max_pool(x, kernel_size=3, stride=2, ceil_mode=True)
+        x = nn.max_pool(x, kernel_size=3, stride=2, ceil_mode=True)
         x = conv_bn(x, "conv2_3x3_reduce", 64, kernel=1)
         x = conv_bn(x, "conv2_3x3", 192, kernel=3, stride=1, padding=1)
-        x = layers.max_pool(x, kernel_size=3, stride=2, ceil_mode=True)
+        x = nn.max_pool(x, kernel_size=3, stride=2, ceil_mode=True)
         for name, c1, c3r, c3, cdr, cd, pool, proj in BN_INCEPTION_CFG:
             stride = 2 if pool == "reduce" else 1
             outs = []
@@ -97,18 +97,18 @@ class BNInception(nn.Module):
             y = conv_bn(y, f"{name}_double_3x3_1", cd, kernel=3, stride=1, padding=1)
             outs.append(conv_bn(y, f"{name}_double_3x3_2", cd, kernel=3, stride=stride, padding=1))
             if pool == "reduce":
-                outs.append(layers.max_pool(x, kernel_size=3, stride=2, ceil_mode=True))
+                outs.append(nn.max_pool(x, kernel_size=3, stride=2, ceil_mode=True))
             else:
                 y = (
-                    layers.avg_pool(x, kernel_size=3, stride=1, padding=1, ceil_mode=True)
+                    nn.avg_pool(x, kernel_size=3, stride=1, padding=1, ceil_mode=True)
                     if pool == "avg"
-                    else layers.max_pool(x, kernel_size=3, stride=1, padding=1, ceil_mode=True)
+                    else nn.max_pool(x, kernel_size=3, stride=1, padding=1, ceil_mode=True)
                 )
                 outs.append(conv_bn(y, f"{name}_pool_proj", proj, kernel=1))
             x = jnp.concatenate(outs, axis=-1)
-        x = layers.global_avg_pool(x)
-        x = layers.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
-        return layers.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
+        x = nn.global_avg_pool(x)
+        x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
 
 
 register(

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.registry import ModelInfo, Pretrained, register
 
 # torchvision GoogLeNet_Weights.IMAGENET1K_V1 (ported from the original paper's
@@ -73,7 +73,7 @@ def transform_imagenet_input(x: jax.Array) -> jax.Array:
     return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(linen.Module):
     """GoogLeNet; ``variant`` is "torchvision", "paper" or "cifar" (see module docstring)."""
 
     num_classes: int = 1000
@@ -85,24 +85,24 @@ class GoogLeNet(nn.Module):
     axis_name: Optional[str] = None
     variant: str = "torchvision"
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False):
         v = self.variant
         if v not in _NAMES:
             raise ValueError(f"GoogLeNet: unknown variant {v!r}; expected one of {sorted(_NAMES)}")
-        layers.check_image_input(_NAMES[v], x, _MIN_SIZE[v])
-        conv = layers.make_conv(self.dtype, self.axis_name)
+        nn.check_image_input(_NAMES[v], x, _MIN_SIZE[v])
+        conv = nn.make_conv(self.dtype, self.axis_name)
         torchvision_like = v != "paper"
         kernel5 = 3 if torchvision_like else 5
 
         def pool(y, last=False):
             if torchvision_like:
                 k = 2 if last else 3
-                return layers.max_pool(y, kernel_size=k, stride=2, ceil_mode=True)
-            return layers.max_pool(y, kernel_size=3, stride=2, padding=1)
+                return nn.max_pool(y, kernel_size=k, stride=2, ceil_mode=True)
+            return nn.max_pool(y, kernel_size=3, stride=2, padding=1)
 
         def inception(y, name):
-            return layers.InceptionModule(
+            return nn.InceptionModule(
                 *INCEPTION_CFG[name],
                 branch3_kernel=kernel5,
                 pool_ceil_mode=torchvision_like,
@@ -113,7 +113,7 @@ class GoogLeNet(nn.Module):
         run_aux = self.aux_logits and (train or self.is_initializing())
 
         def aux(y, name):
-            return layers.AuxiliaryClassifier(
+            return nn.AuxiliaryClassifier(
                 num_classes=self.num_classes,
                 dropout=self.dropout_aux,
                 conv=conv,
@@ -148,10 +148,10 @@ class GoogLeNet(nn.Module):
         x = pool(x, last=True)
         x = inception(x, "inception5a")
         x = inception(x, "inception5b")
-        x = layers.global_avg_pool(x)
+        x = nn.global_avg_pool(x)
         rate = _DEFAULT_DROPOUT[v] if self.dropout is None else self.dropout
-        x = layers.Dropout(rate=rate, axis_name=self.axis_name)(x, train)
-        logits = layers.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        x = nn.Dropout(rate=rate, axis_name=self.axis_name)(x, train)
+        logits = nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
         if self.aux_logits and train:
             return logits, aux1, aux2
         return logits

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Tuple
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.googlenet import transform_imagenet_input
 from inception_jax.models.registry import ModelInfo, Pretrained, register
 
@@ -43,22 +43,22 @@ def branch_pool(x: jax.Array, pool: str) -> jax.Array:
     """The 3x3 stride-1 pool of a block's pool branch: torchvision's ``"avg"`` (the zero
     padding counted), or the FID network's ``"avg_exclude_pad"`` and ``"max"``."""
     if pool == "avg":
-        return layers.avg_pool(x, kernel_size=3, stride=1, padding=1)
+        return nn.avg_pool(x, kernel_size=3, stride=1, padding=1)
     if pool == "avg_exclude_pad":
-        return layers.avg_pool(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        return nn.avg_pool(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
     if pool == "max":
-        return layers.max_pool(x, kernel_size=3, stride=1, padding=1)
+        return nn.max_pool(x, kernel_size=3, stride=1, padding=1)
     raise ValueError(f"pool={pool!r}: expected 'avg', 'avg_exclude_pad' or 'max'")
 
 
-class InceptionA(nn.Module):
+class InceptionA(linen.Module):
     """35x35 block: 1x1 | 1x1->5x5 | 1x1->3x3->3x3 | pool->1x1."""
 
     pool_features: int
-    conv: Callable[..., nn.Module] = layers.BasicConv
+    conv: Callable[..., linen.Module] = nn.BasicConv
     pool: str = "avg"
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         c = self.conv
         b1 = c(64, kernel_size=1, name="branch1x1")(x, train)
@@ -71,14 +71,14 @@ class InceptionA(nn.Module):
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
-class InceptionC(nn.Module):
+class InceptionC(linen.Module):
     """17x17 block with 7x7 factorized into 1x7 and 7x1 convs."""
 
     channels_7x7: int
-    conv: Callable[..., nn.Module] = layers.BasicConv
+    conv: Callable[..., linen.Module] = nn.BasicConv
     pool: str = "avg"
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         c, c7 = self.conv, self.channels_7x7
         b1 = c(192, kernel_size=1, name="branch1x1")(x, train)
@@ -94,12 +94,12 @@ class InceptionC(nn.Module):
         return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
-class InceptionD(nn.Module):
+class InceptionD(linen.Module):
     """17x17 -> 8x8 grid reduction."""
 
-    conv: Callable[..., nn.Module] = layers.BasicConv
+    conv: Callable[..., linen.Module] = nn.BasicConv
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         c = self.conv
         b3 = c(192, kernel_size=1, name="branch3x3_1")(x, train)
@@ -108,16 +108,16 @@ class InceptionD(nn.Module):
         b7 = c(192, kernel_size=(1, 7), strides=1, padding=(0, 3), name="branch7x7x3_2")(b7, train)
         b7 = c(192, kernel_size=(7, 1), strides=1, padding=(3, 0), name="branch7x7x3_3")(b7, train)
         b7 = c(192, kernel_size=3, strides=2, name="branch7x7x3_4")(b7, train)
-        return jnp.concatenate([b3, b7, layers.max_pool(x, kernel_size=3, stride=2)], axis=-1)
+        return jnp.concatenate([b3, b7, nn.max_pool(x, kernel_size=3, stride=2)], axis=-1)
 
 
-class InceptionE(nn.Module):
+class InceptionE(linen.Module):
     """8x8 block with expanded (parallel 1x3 / 3x1) outputs."""
 
-    conv: Callable[..., nn.Module] = layers.BasicConv
+    conv: Callable[..., linen.Module] = nn.BasicConv
     pool: str = "avg"
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         c = self.conv
         b1 = c(320, kernel_size=1, name="branch1x1")(x, train)
@@ -142,23 +142,23 @@ class InceptionE(nn.Module):
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
-class InceptionAux(nn.Module):
+class InceptionAux(linen.Module):
     """Aux head on Mixed_6e: avgpool 5/3 -> 1x1 (128) -> 5x5 (768) -> global pool -> fc."""
 
     num_classes: int
-    conv: Callable[..., nn.Module] = layers.BasicConv
+    conv: Callable[..., linen.Module] = nn.BasicConv
     dtype: Any = jnp.float32
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
-        x = layers.avg_pool(x, kernel_size=5, stride=3)
+        x = nn.avg_pool(x, kernel_size=5, stride=3)
         x = self.conv(128, kernel_size=1, name="conv0")(x, train)
         x = self.conv(768, kernel_size=5, name="conv1")(x, train)
-        x = layers.global_avg_pool(x)
-        return layers.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        x = nn.global_avg_pool(x)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(linen.Module):
     num_classes: int = 1000
     aux_logits: bool = True
     transform_input: bool = False
@@ -168,14 +168,14 @@ class InceptionV3(nn.Module):
     # the pool branches of Mixed_5b-5d, 6b-6e, 7b, 7c (FIDInceptionV3 changes them)
     pools: Tuple[str, ...] = ("avg",) * 9
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False, output_blocks: Sequence[int] = ()):
         """Logits (train mode with aux heads: ``(logits, aux)``). With ``output_blocks``
         (pytorch-fid's block indices 0-3), the list of those blocks' outputs instead, NHWC:
         0 the first max pool (64 channels), 1 the second (192), 2 Mixed_6e (768), 3 the
         global average pool (N, 1, 1, 2048); the network stops after the last one asked."""
         run_aux = self.aux_logits and (train or self.is_initializing())
-        layers.check_image_input("inception_v3", x, 299 if run_aux else 75)
+        nn.check_image_input("inception_v3", x, 299 if run_aux else 75)
         wanted = sorted(set(output_blocks))
         if wanted and (wanted[0] < 0 or wanted[-1] > 3):
             raise ValueError(f"output_blocks={tuple(output_blocks)}: expected indices in 0-3")
@@ -186,25 +186,25 @@ class InceptionV3(nn.Module):
                 outs.append(value)
             return bool(wanted) and index == wanted[-1]
 
-        c = layers.make_conv(self.dtype, self.axis_name)
+        c = nn.make_conv(self.dtype, self.axis_name)
         p = self.pools
         if self.transform_input:
             x = transform_imagenet_input(x)
         x = c(32, kernel_size=3, strides=2, name="Conv2d_1a_3x3")(x.astype(self.dtype), train)
         x = c(32, kernel_size=3, name="Conv2d_2a_3x3")(x, train)
         x = c(64, kernel_size=3, strides=1, padding=1, name="Conv2d_2b_3x3")(x, train)
-        x = layers.max_pool(x, kernel_size=3, stride=2)
+        x = nn.max_pool(x, kernel_size=3, stride=2)
         if block_done(0, x):
             return outs
         x = c(80, kernel_size=1, name="Conv2d_3b_1x1")(x, train)
         x = c(192, kernel_size=3, name="Conv2d_4a_3x3")(x, train)
-        x = layers.max_pool(x, kernel_size=3, stride=2)
+        x = nn.max_pool(x, kernel_size=3, stride=2)
         if block_done(1, x):
             return outs
         x = InceptionA(pool_features=32, conv=c, pool=p[0], name="Mixed_5b")(x, train)
         x = InceptionA(pool_features=64, conv=c, pool=p[1], name="Mixed_5c")(x, train)
         x = InceptionA(pool_features=64, conv=c, pool=p[2], name="Mixed_5d")(x, train)
-        x = layers.GridReduction(ch3x3=384, ch3x3dbl_red=64, ch3x3dbl=96, conv=c, name="Mixed_6a")(x, train)
+        x = nn.GridReduction(ch3x3=384, ch3x3dbl_red=64, ch3x3dbl=96, conv=c, name="Mixed_6a")(x, train)
         x = InceptionC(channels_7x7=128, conv=c, pool=p[3], name="Mixed_6b")(x, train)
         x = InceptionC(channels_7x7=160, conv=c, pool=p[4], name="Mixed_6c")(x, train)
         x = InceptionC(channels_7x7=160, conv=c, pool=p[5], name="Mixed_6d")(x, train)
@@ -218,11 +218,11 @@ class InceptionV3(nn.Module):
         x = InceptionD(conv=c, name="Mixed_7a")(x, train)
         x = InceptionE(conv=c, pool=p[7], name="Mixed_7b")(x, train)
         x = InceptionE(conv=c, pool=p[8], name="Mixed_7c")(x, train)
-        x = layers.global_avg_pool(x)
+        x = nn.global_avg_pool(x)
         if block_done(3, x[:, None, None, :]):
             return outs
-        x = layers.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
-        logits = layers.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        logits = nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
         if self.aux_logits and train:
             return logits, aux
         return logits

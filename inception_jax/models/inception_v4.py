@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained, register
 
 # timm inception_v4.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.875 -> Resize(341)
@@ -61,40 +61,40 @@ REDUCTION_B = (
 MIXED_4A = ([(64, 1), (96, 3)], [(64, 1), (64, (1, 7), 1, (0, 3)), (64, (7, 1), 1, (3, 0)), (96, 3)])
 
 
-class Mixed3a(nn.Module):
-    conv: Callable[..., nn.Module] = layers.BasicConv
+class Mixed3a(linen.Module):
+    conv: Callable[..., linen.Module] = nn.BasicConv
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         return jnp.concatenate(
             [
-                layers.max_pool(x, kernel_size=3, stride=2),
+                nn.max_pool(x, kernel_size=3, stride=2),
                 self.conv(96, kernel_size=3, strides=2, name="conv")(x, train),
             ],
             axis=-1,
         )
 
 
-class Mixed5a(nn.Module):
-    conv: Callable[..., nn.Module] = layers.BasicConv
+class Mixed5a(linen.Module):
+    conv: Callable[..., linen.Module] = nn.BasicConv
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         return jnp.concatenate(
             [
                 self.conv(192, kernel_size=3, strides=2, name="conv")(x, train),
-                layers.max_pool(x, kernel_size=3, stride=2),
+                nn.max_pool(x, kernel_size=3, stride=2),
             ],
             axis=-1,
         )
 
 
-class InceptionC(nn.Module):
+class InceptionC(linen.Module):
     """8x8 block whose 1x3/3x1 branches split and concatenate (timm's InceptionC)."""
 
-    conv: Callable[..., nn.Module] = layers.BasicConv
+    conv: Callable[..., linen.Module] = nn.BasicConv
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         c = self.conv
         b0 = c(256, kernel_size=1, name="branch0")(x, train)
@@ -116,40 +116,40 @@ class InceptionC(nn.Module):
             ],
             axis=-1,
         )
-        pooled = layers.avg_pool(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        pooled = nn.avg_pool(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
         b3 = c(256, kernel_size=1, name="branch3_1")(pooled, train)
         return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-class InceptionV4(nn.Module):
+class InceptionV4(linen.Module):
     num_classes: int = 1000
     dropout: float = 0.0
     dtype: Any = jnp.float32
     axis_name: Optional[str] = None
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_image_input("inception_v4", x, 75)
-        c = layers.make_conv(self.dtype, self.axis_name)
+        nn.check_image_input("inception_v4", x, 75)
+        c = nn.make_conv(self.dtype, self.axis_name)
         blocks = [
             lambda n: c(32, kernel_size=3, strides=2, name=n),
             lambda n: c(32, kernel_size=3, name=n),
             lambda n: c(64, kernel_size=3, strides=1, padding=1, name=n),
             lambda n: Mixed3a(conv=c, name=n),
-            lambda n: layers.MixedBlock(branches=MIXED_4A, conv=c, name=n),
+            lambda n: nn.MixedBlock(branches=MIXED_4A, conv=c, name=n),
             lambda n: Mixed5a(conv=c, name=n),
-            *[lambda n: layers.MixedBlock(branches=INCEPTION_A, conv=c, name=n)] * 4,
-            lambda n: layers.MixedBlock(branches=REDUCTION_A, conv=c, name=n),
-            *[lambda n: layers.MixedBlock(branches=INCEPTION_B, conv=c, name=n)] * 7,
-            lambda n: layers.MixedBlock(branches=REDUCTION_B, conv=c, name=n),
+            *[lambda n: nn.MixedBlock(branches=INCEPTION_A, conv=c, name=n)] * 4,
+            lambda n: nn.MixedBlock(branches=REDUCTION_A, conv=c, name=n),
+            *[lambda n: nn.MixedBlock(branches=INCEPTION_B, conv=c, name=n)] * 7,
+            lambda n: nn.MixedBlock(branches=REDUCTION_B, conv=c, name=n),
             *[lambda n: InceptionC(conv=c, name=n)] * 3,
         ]
         x = x.astype(self.dtype)
         for i, make in enumerate(blocks):
             x = make(f"features_{i}")(x, train)
-        x = layers.global_avg_pool(x)
-        x = layers.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
-        return layers.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
+        x = nn.global_avg_pool(x)
+        x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
 
 
 register(
