@@ -41,17 +41,18 @@ class InceptionCIFAR(linen.Module):
         def inception(y, name):
             return nn.InceptionModule(*CIFAR_CFG[name], conv=conv, name=name)(y, train)
 
-        x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x.astype(self.dtype), train)
-        x = nn.max_pool(x, kernel_size=2)
-        x = inception(x, "inception3a")
-        x = inception(x, "inception3b")
-        x = nn.max_pool(x, kernel_size=2)
-        x = inception(x, "inception4a")
-        x = inception(x, "inception4b")
-        x = nn.max_pool(x, kernel_size=2)
-        x = nn.global_avg_pool(x)
+        x = x.astype(self.dtype)  # N x 32 x 32 x 3
+        x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x, train)  # N x 32 x 32 x 64
+        x = nn.max_pool(x, kernel_size=2)  # N x 16 x 16 x 64
+        x = inception(x, "inception3a")  # N x 16 x 16 x 128
+        x = inception(x, "inception3b")  # N x 16 x 16 x 224
+        x = nn.max_pool(x, kernel_size=2)  # N x 8 x 8 x 224
+        x = inception(x, "inception4a")  # N x 8 x 8 x 256
+        x = inception(x, "inception4b")  # N x 8 x 8 x 256
+        x = nn.max_pool(x, kernel_size=2)  # N x 4 x 4 x 256
+        x = nn.global_avg_pool(x)  # N x 256
         x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
-        return nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)  # N x 10
 
 
 register(

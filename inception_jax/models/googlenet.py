@@ -124,34 +124,34 @@ class GoogLeNet(linen.Module):
 
         if self.transform_input:
             x = transform_imagenet_input(x)
-        x = x.astype(self.dtype)
+        x = x.astype(self.dtype)  # googlenet: N x 224 x 224 x 3; googlenet_cifar: N x 32 x 32 x 3
         if v == "cifar":
-            x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x, train)
-            x = conv(64, kernel_size=1, name="conv2")(x, train)
-            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)
+            x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x, train)  # N x 32 x 32 x 64
+            x = conv(64, kernel_size=1, name="conv2")(x, train)  # N x 32 x 32 x 64
+            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)  # N x 32 x 32 x 192
         else:
-            x = conv(64, kernel_size=7, strides=2, padding=3, name="conv1")(x, train)
-            x = pool(x)
-            x = conv(64, kernel_size=1, name="conv2")(x, train)
-            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)
-            x = pool(x)
-        x = inception(x, "inception3a")
-        x = inception(x, "inception3b")
-        x = pool(x)
-        x = inception(x, "inception4a")
-        aux1 = aux(x, "aux1") if run_aux else None
-        x = inception(x, "inception4b")
-        x = inception(x, "inception4c")
-        x = inception(x, "inception4d")
-        aux2 = aux(x, "aux2") if run_aux else None
-        x = inception(x, "inception4e")
-        x = pool(x, last=True)
-        x = inception(x, "inception5a")
-        x = inception(x, "inception5b")
-        x = nn.global_avg_pool(x)
+            x = conv(64, kernel_size=7, strides=2, padding=3, name="conv1")(x, train)  # N x 112 x 112 x 64
+            x = pool(x)  # N x 56 x 56 x 64
+            x = conv(64, kernel_size=1, name="conv2")(x, train)  # N x 56 x 56 x 64
+            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)  # N x 56 x 56 x 192
+            x = pool(x)  # N x 28 x 28 x 192
+        x = inception(x, "inception3a")  # N x 28 x 28 x 256
+        x = inception(x, "inception3b")  # N x 28 x 28 x 480
+        x = pool(x)  # N x 14 x 14 x 480
+        x = inception(x, "inception4a")  # N x 14 x 14 x 512
+        aux1 = aux(x, "aux1") if run_aux else None  # N x 1000
+        x = inception(x, "inception4b")  # N x 14 x 14 x 512
+        x = inception(x, "inception4c")  # N x 14 x 14 x 512
+        x = inception(x, "inception4d")  # N x 14 x 14 x 528
+        aux2 = aux(x, "aux2") if run_aux else None  # N x 1000
+        x = inception(x, "inception4e")  # N x 14 x 14 x 832
+        x = pool(x, last=True)  # N x 7 x 7 x 832
+        x = inception(x, "inception5a")  # N x 7 x 7 x 832
+        x = inception(x, "inception5b")  # N x 7 x 7 x 1024
+        x = nn.global_avg_pool(x)  # N x 1024
         rate = _DEFAULT_DROPOUT[v] if self.dropout is None else self.dropout
         x = nn.Dropout(rate=rate, axis_name=self.axis_name)(x, train)
-        logits = nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        logits = nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)  # N x 1000
         if self.aux_logits and train:
             return logits, aux1, aux2
         return logits

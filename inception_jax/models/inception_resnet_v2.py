@@ -73,27 +73,28 @@ class InceptionResNetV2(linen.Module):
                 branches=spec, scale=scale, activate=activate, conv=c, dtype=self.dtype, name=name
             )(y, train)
 
-        x = c(32, kernel_size=3, strides=2, name="conv2d_1a")(x.astype(self.dtype), train)
-        x = c(32, kernel_size=3, name="conv2d_2a")(x, train)
-        x = c(64, kernel_size=3, strides=1, padding=1, name="conv2d_2b")(x, train)
-        x = nn.max_pool(x, kernel_size=3, stride=2)
-        x = c(80, kernel_size=1, name="conv2d_3b")(x, train)
-        x = c(192, kernel_size=3, name="conv2d_4a")(x, train)
-        x = nn.max_pool(x, kernel_size=3, stride=2)
-        x = nn.MixedBlock(branches=MIXED_5B, conv=c, name="mixed_5b")(x, train)
+        x = x.astype(self.dtype)  # N x 299 x 299 x 3
+        x = c(32, kernel_size=3, strides=2, name="conv2d_1a")(x, train)  # N x 149 x 149 x 32
+        x = c(32, kernel_size=3, name="conv2d_2a")(x, train)  # N x 147 x 147 x 32
+        x = c(64, kernel_size=3, strides=1, padding=1, name="conv2d_2b")(x, train)  # N x 147 x 147 x 64
+        x = nn.max_pool(x, kernel_size=3, stride=2)  # N x 73 x 73 x 64
+        x = c(80, kernel_size=1, name="conv2d_3b")(x, train)  # N x 73 x 73 x 80
+        x = c(192, kernel_size=3, name="conv2d_4a")(x, train)  # N x 71 x 71 x 192
+        x = nn.max_pool(x, kernel_size=3, stride=2)  # N x 35 x 35 x 192
+        x = nn.MixedBlock(branches=MIXED_5B, conv=c, name="mixed_5b")(x, train)  # N x 35 x 35 x 320
         for i in range(10):
-            x = residual(x, BLOCK35, 0.17, f"repeat_{i}")
-        x = nn.MixedBlock(branches=MIXED_6A, conv=c, name="mixed_6a")(x, train)
+            x = residual(x, BLOCK35, 0.17, f"repeat_{i}")  # N x 35 x 35 x 320
+        x = nn.MixedBlock(branches=MIXED_6A, conv=c, name="mixed_6a")(x, train)  # N x 17 x 17 x 1088
         for i in range(20):
-            x = residual(x, BLOCK17, 0.10, f"repeat_1_{i}")
-        x = nn.MixedBlock(branches=MIXED_7A, conv=c, name="mixed_7a")(x, train)
+            x = residual(x, BLOCK17, 0.10, f"repeat_1_{i}")  # N x 17 x 17 x 1088
+        x = nn.MixedBlock(branches=MIXED_7A, conv=c, name="mixed_7a")(x, train)  # N x 8 x 8 x 2080
         for i in range(9):
-            x = residual(x, BLOCK8, 0.20, f"repeat_2_{i}")
-        x = residual(x, BLOCK8, 1.0, "block8", activate=False)
-        x = c(1536, kernel_size=1, name="conv2d_7b")(x, train)
-        x = nn.global_avg_pool(x)
+            x = residual(x, BLOCK8, 0.20, f"repeat_2_{i}")  # N x 8 x 8 x 2080
+        x = residual(x, BLOCK8, 1.0, "block8", activate=False)  # N x 8 x 8 x 2080
+        x = c(1536, kernel_size=1, name="conv2d_7b")(x, train)  # N x 8 x 8 x 1536
+        x = nn.global_avg_pool(x)  # N x 1536
         x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
-        return nn.dense(self.num_classes, dtype=self.dtype, name="classif")(x)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="classif")(x)  # N x 1000
 
 
 register(

@@ -151,11 +151,11 @@ class InceptionAux(linen.Module):
 
     @linen.compact
     def __call__(self, x, train=False):
-        x = nn.avg_pool(x, kernel_size=5, stride=3)
-        x = self.conv(128, kernel_size=1, name="conv0")(x, train)
-        x = self.conv(768, kernel_size=5, name="conv1")(x, train)
-        x = nn.global_avg_pool(x)
-        return nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        x = nn.avg_pool(x, kernel_size=5, stride=3)  # N x 5 x 5 x 768
+        x = self.conv(128, kernel_size=1, name="conv0")(x, train)  # N x 5 x 5 x 128
+        x = self.conv(768, kernel_size=5, name="conv1")(x, train)  # N x 1 x 1 x 768
+        x = nn.global_avg_pool(x)  # N x 768
+        return nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)  # N x 1000
 
 
 class InceptionV3(linen.Module):
@@ -190,39 +190,41 @@ class InceptionV3(linen.Module):
         p = self.pools
         if self.transform_input:
             x = transform_imagenet_input(x)
-        x = c(32, kernel_size=3, strides=2, name="Conv2d_1a_3x3")(x.astype(self.dtype), train)
-        x = c(32, kernel_size=3, name="Conv2d_2a_3x3")(x, train)
-        x = c(64, kernel_size=3, strides=1, padding=1, name="Conv2d_2b_3x3")(x, train)
-        x = nn.max_pool(x, kernel_size=3, stride=2)
+        x = x.astype(self.dtype)  # N x 299 x 299 x 3
+        x = c(32, kernel_size=3, strides=2, name="Conv2d_1a_3x3")(x, train)  # N x 149 x 149 x 32
+        x = c(32, kernel_size=3, name="Conv2d_2a_3x3")(x, train)  # N x 147 x 147 x 32
+        x = c(64, kernel_size=3, strides=1, padding=1, name="Conv2d_2b_3x3")(x, train)  # N x 147 x 147 x 64
+        x = nn.max_pool(x, kernel_size=3, stride=2)  # N x 73 x 73 x 64
         if block_done(0, x):
             return outs
-        x = c(80, kernel_size=1, name="Conv2d_3b_1x1")(x, train)
-        x = c(192, kernel_size=3, name="Conv2d_4a_3x3")(x, train)
-        x = nn.max_pool(x, kernel_size=3, stride=2)
+        x = c(80, kernel_size=1, name="Conv2d_3b_1x1")(x, train)  # N x 73 x 73 x 80
+        x = c(192, kernel_size=3, name="Conv2d_4a_3x3")(x, train)  # N x 71 x 71 x 192
+        x = nn.max_pool(x, kernel_size=3, stride=2)  # N x 35 x 35 x 192
         if block_done(1, x):
             return outs
-        x = InceptionA(pool_features=32, conv=c, pool=p[0], name="Mixed_5b")(x, train)
-        x = InceptionA(pool_features=64, conv=c, pool=p[1], name="Mixed_5c")(x, train)
-        x = InceptionA(pool_features=64, conv=c, pool=p[2], name="Mixed_5d")(x, train)
-        x = nn.GridReduction(ch3x3=384, ch3x3dbl_red=64, ch3x3dbl=96, conv=c, name="Mixed_6a")(x, train)
-        x = InceptionC(channels_7x7=128, conv=c, pool=p[3], name="Mixed_6b")(x, train)
-        x = InceptionC(channels_7x7=160, conv=c, pool=p[4], name="Mixed_6c")(x, train)
-        x = InceptionC(channels_7x7=160, conv=c, pool=p[5], name="Mixed_6d")(x, train)
-        x = InceptionC(channels_7x7=192, conv=c, pool=p[6], name="Mixed_6e")(x, train)
+        x = InceptionA(pool_features=32, conv=c, pool=p[0], name="Mixed_5b")(x, train)  # N x 35 x 35 x 256
+        x = InceptionA(pool_features=64, conv=c, pool=p[1], name="Mixed_5c")(x, train)  # N x 35 x 35 x 288
+        x = InceptionA(pool_features=64, conv=c, pool=p[2], name="Mixed_5d")(x, train)  # N x 35 x 35 x 288
+        reduction = nn.GridReduction(ch3x3=384, ch3x3dbl_red=64, ch3x3dbl=96, conv=c, name="Mixed_6a")
+        x = reduction(x, train)  # N x 17 x 17 x 768
+        x = InceptionC(channels_7x7=128, conv=c, pool=p[3], name="Mixed_6b")(x, train)  # N x 17 x 17 x 768
+        x = InceptionC(channels_7x7=160, conv=c, pool=p[4], name="Mixed_6c")(x, train)  # N x 17 x 17 x 768
+        x = InceptionC(channels_7x7=160, conv=c, pool=p[5], name="Mixed_6d")(x, train)  # N x 17 x 17 x 768
+        x = InceptionC(channels_7x7=192, conv=c, pool=p[6], name="Mixed_6e")(x, train)  # N x 17 x 17 x 768
         if block_done(2, x):
             return outs
         aux = None
         if run_aux:
             head = InceptionAux(num_classes=self.num_classes, conv=c, dtype=self.dtype, name="AuxLogits")
-            aux = head(x, train)
-        x = InceptionD(conv=c, name="Mixed_7a")(x, train)
-        x = InceptionE(conv=c, pool=p[7], name="Mixed_7b")(x, train)
-        x = InceptionE(conv=c, pool=p[8], name="Mixed_7c")(x, train)
-        x = nn.global_avg_pool(x)
+            aux = head(x, train)  # N x 1000
+        x = InceptionD(conv=c, name="Mixed_7a")(x, train)  # N x 8 x 8 x 1280
+        x = InceptionE(conv=c, pool=p[7], name="Mixed_7b")(x, train)  # N x 8 x 8 x 2048
+        x = InceptionE(conv=c, pool=p[8], name="Mixed_7c")(x, train)  # N x 8 x 8 x 2048
+        x = nn.global_avg_pool(x)  # N x 2048
         if block_done(3, x[:, None, None, :]):
             return outs
         x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
-        logits = nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        logits = nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)  # N x 1000
         if self.aux_logits and train:
             return logits, aux
         return logits

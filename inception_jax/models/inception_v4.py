@@ -132,24 +132,24 @@ class InceptionV4(linen.Module):
         nn.check_image_input("inception_v4", x, 75)
         c = nn.make_conv(self.dtype, self.axis_name)
         blocks = [
-            lambda n: c(32, kernel_size=3, strides=2, name=n),
-            lambda n: c(32, kernel_size=3, name=n),
-            lambda n: c(64, kernel_size=3, strides=1, padding=1, name=n),
-            lambda n: Mixed3a(conv=c, name=n),
-            lambda n: nn.MixedBlock(branches=MIXED_4A, conv=c, name=n),
-            lambda n: Mixed5a(conv=c, name=n),
-            *[lambda n: nn.MixedBlock(branches=INCEPTION_A, conv=c, name=n)] * 4,
-            lambda n: nn.MixedBlock(branches=REDUCTION_A, conv=c, name=n),
-            *[lambda n: nn.MixedBlock(branches=INCEPTION_B, conv=c, name=n)] * 7,
-            lambda n: nn.MixedBlock(branches=REDUCTION_B, conv=c, name=n),
-            *[lambda n: InceptionC(conv=c, name=n)] * 3,
+            lambda n: c(32, kernel_size=3, strides=2, name=n),  # N x 149 x 149 x 32
+            lambda n: c(32, kernel_size=3, name=n),  # N x 147 x 147 x 32
+            lambda n: c(64, kernel_size=3, strides=1, padding=1, name=n),  # N x 147 x 147 x 64
+            lambda n: Mixed3a(conv=c, name=n),  # N x 73 x 73 x 160
+            lambda n: nn.MixedBlock(branches=MIXED_4A, conv=c, name=n),  # N x 71 x 71 x 192
+            lambda n: Mixed5a(conv=c, name=n),  # N x 35 x 35 x 384
+            *[lambda n: nn.MixedBlock(branches=INCEPTION_A, conv=c, name=n)] * 4,  # N x 35 x 35 x 384
+            lambda n: nn.MixedBlock(branches=REDUCTION_A, conv=c, name=n),  # N x 17 x 17 x 1024
+            *[lambda n: nn.MixedBlock(branches=INCEPTION_B, conv=c, name=n)] * 7,  # N x 17 x 17 x 1024
+            lambda n: nn.MixedBlock(branches=REDUCTION_B, conv=c, name=n),  # N x 8 x 8 x 1536
+            *[lambda n: InceptionC(conv=c, name=n)] * 3,  # N x 8 x 8 x 1536
         ]
-        x = x.astype(self.dtype)
+        x = x.astype(self.dtype)  # N x 299 x 299 x 3
         for i, make in enumerate(blocks):
             x = make(f"features_{i}")(x, train)
-        x = nn.global_avg_pool(x)
+        x = nn.global_avg_pool(x)  # N x 1536
         x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
-        return nn.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)  # N x 1000
 
 
 register(
