@@ -86,6 +86,7 @@ def main():
     from throughput import jax_train_case  # the same case throughput.py measures
 
     from inception_jax import models
+    from inception_jax.errors import first_line
 
     size = a.image_size or models.get_info(a.model).default_input_size
     runner, state, batch = jax_train_case(a.model, a.batch_size, size, weight_decay=1e-4)
@@ -107,7 +108,7 @@ def main():
             try:
                 compiled = lowered.compile(compiler_options={**options, "xla_dump_max_hlo_modules": 1000 + n})
             except Exception as e:  # an option this XLA does not take
-                sys.exit(f"--options {json.dumps(options)}: XLA refused it ({str(e).splitlines()[0]})")
+                sys.exit(f"--options {json.dumps(options)}: XLA refused it ({first_line(e, limit=None)})")
             compiles[i].append(time.perf_counter() - t0)
             cpu[i].append(_cpu_seconds() - c0)
             state = runner.put_replicated(state0)

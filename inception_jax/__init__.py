@@ -4,7 +4,16 @@ Inception-ResNet-v2 and CIFAR-sized variants) in JAX / Flax linen."""
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create", "features", "list_models", "models", "nn", "train", "train_and_evaluate"]
+__all__ = [
+    "__version__",
+    "create",
+    "intermediate_features",
+    "list_models",
+    "models",
+    "nn",
+    "train",
+    "train_and_evaluate",
+]
 _MODULES = (
     "backends",
     "checkpoint",
@@ -31,8 +40,8 @@ def __getattr__(name):
         return importlib.import_module(f"inception_jax.{name}")
     if name in ("create", "list_models"):
         return getattr(importlib.import_module("inception_jax.models"), name)
-    if name == "features":
-        return importlib.import_module("inception_jax.taps").features
+    if name == "intermediate_features":
+        return importlib.import_module("inception_jax.taps").intermediate_features
     if name == "train_and_evaluate":
         return importlib.import_module("inception_jax.train").train_and_evaluate
     raise AttributeError(f"module 'inception_jax' has no attribute {name!r}")

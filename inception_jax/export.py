@@ -9,7 +9,7 @@ The artifact is the eval-mode forward pass with the weights inside, lowered for
 returning logits ``(b, classes)``. Without ``--weights`` the model has random
 weights (``--seed``); with them: a reference state_dict (``.pth``, ``.safetensors``)
 or a ``save_pretrained`` directory, as :func:`inception_jax.weights.load_pretrained`
-reads them. Before it reports success the command deserializes what it wrote, runs it
+reads them. Before it writes the file the command deserializes the artifact, runs it
 on the CPU at two batch sizes and compares it with the live model (relative L2 within
 ``--tolerance``, 1e-5).
 
@@ -24,6 +24,8 @@ import sys
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
+
+from inception_jax.errors import first_line
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -97,6 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from inception_jax import models
+    from inception_jax.checkpoint.integrity import write_atomic
 
     try:
         if args.model not in models.list_models():
@@ -116,22 +119,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out_dir = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(out_dir):
             raise ValueError(f"--out {args.out}: the folder {out_dir} does not exist")
-        tmp = args.out + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(blob)
-        with open(tmp, "rb") as f:
-            err = check(f.read(), model, variables, size)
+        err = check(blob, model, variables, size)
         if not err <= args.tolerance:
-            os.remove(tmp)
             print(
                 f"error: the exported {args.model} differs from the live model by {err:.2e} (relative L2), "
                 f"more than --tolerance {args.tolerance}; nothing written",
                 file=sys.stderr,
             )
             return 1
-        os.replace(tmp, args.out)
+        write_atomic(args.out, blob, remedy="free disk space or pick another --out")
     except ValueError as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(e, limit=None)}", file=sys.stderr)
         return 2
     print(
         f"wrote {args.out}: {args.model}, {len(blob) / 1e6:.1f} MB, platforms {', '.join(platforms)}, "

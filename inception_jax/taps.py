@@ -1,6 +1,6 @@
 """Named feature taps: intermediate activations of any model under the reference's names.
 
-    feats = inception_jax.features(model, variables, x, layers=["inception4e", "inception5b"])
+    feats = inception_jax.intermediate_features(model, variables, x, layers=["inception4e", "inception5b"])
     feats["inception4e"]          # (N, H, W, C), NHWC
 
 Names are the reference implementation's module names, as torchvision's
@@ -53,7 +53,7 @@ def _resolve(name: str, seen: Sequence[Path]) -> Optional[Path]:
     return path if path in seen else None
 
 
-def features(
+def intermediate_features(
     model: nn.Module,
     variables: Mapping[str, Any],
     x: jax.Array,
@@ -83,7 +83,7 @@ def features(
             dotted = sorted({".".join(p) for p in seen})
             close = difflib.get_close_matches(name.replace(".", "_"), dotted, n=4, cutoff=0.5)
             raise ValueError(
-                f"features: {type(model).__name__} has no layer {name!r}"
+                f"intermediate_features: {type(model).__name__} has no layer {name!r}"
                 + (f"; did you mean {', '.join(close)}?" if close else "")
                 + f" (top-level layers: {', '.join(sorted({p[0] for p in seen}))})"
             )

@@ -245,7 +245,7 @@ HUB_MAKERS = {
 # line -> the code run before it. Kept to what the fragment needs (googlenet at a small
 # input, so that the fragment costs seconds).
 PREAMBLES = {
-    'feats = inception_jax.features(model, variables, x, layers=["inception4e", "inception5b"])  # NHWC': (
+    "feats = inception_jax.intermediate_features(": (
         "import jax, jax.numpy as jnp\n"
         "import inception_jax\n"
         'model = inception_jax.create("googlenet", aux_logits=False)\n'

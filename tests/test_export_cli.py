@@ -1,26 +1,14 @@
 """``python -m inception_jax.export``: the artifact it writes (cpu, cuda, tpu; symbolic
 batch) runs on the CPU and equals torchvision's model with the same weights."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch_refs
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from cli import run_module
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "inception_jax.export", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
+    return run_module("inception_jax.export", *args)
 
 
 @pytest.mark.slow  # 35 s: export, then three compiles

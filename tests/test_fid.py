@@ -9,6 +9,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from cli import run_module
 
 from inception_jax import fid
 
@@ -291,14 +292,7 @@ def test_kid_with_subsets_smaller_than_the_sets_equals_torchmetrics():
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "inception_jax.fid", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
+    return run_module("inception_jax.fid", *args)
 
 
 def test_command_line_errors_are_one_line(weights_file, folders, tmp_path):

@@ -432,7 +432,7 @@ def test_features_match_reference(name, size, dim):
     else:
         ref.fc = torch.nn.Identity()
     x = np.random.RandomState(1).randn(2, size, size, 3).astype(np.float32)
-    ours = P.features(model, variables, x)
+    ours = P.pooled_features(model, variables, x)
     theirs = R.run(ref, x)
     assert ours.shape == theirs.shape == (2, dim)
     assert R.rel_l2(ours, theirs) < TOL

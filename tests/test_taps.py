@@ -20,7 +20,7 @@ def _ours(name, ref, size, names, **kw):
     variables = convert.from_torch(name, ref.state_dict(), **kw)
     model = models.create(name, **kw)
     x = np.random.RandomState(0).rand(2, size, size, 3).astype(np.float32)
-    fn = jax.jit(lambda v, x: inception_jax.features(model, v, x, layers=names))  # inside jit
+    fn = jax.jit(lambda v, x: inception_jax.intermediate_features(model, v, x, layers=names))  # inside jit
     return x, fn(variables, x)
 
 
@@ -97,4 +97,6 @@ def test_unknown_tap_names_the_closest_layers():
     model = models.create("googlenet", aux_logits=False)
     variables = models.init(model, jax.random.PRNGKey(0), (1, 32, 32, 3))
     with pytest.raises(ValueError, match=r"has no layer 'inception4x'; did you mean inception4"):
-        inception_jax.features(model, variables, np.zeros((1, 32, 32, 3), np.float32), layers=["inception4x"])
+        inception_jax.intermediate_features(
+            model, variables, np.zeros((1, 32, 32, 3), np.float32), layers=["inception4x"]
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Dict
+from typing import BinaryIO, Callable, Dict, Union
 
 import jax
 import numpy as np
@@ -30,18 +30,46 @@ def checksums(tree) -> Dict[str, int]:
     return out
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` whole or not at all (a temporary file renamed); one
-    line naming the path on failure."""
+def write_atomic(
+    path: str,
+    content: Union[str, bytes, Callable[[BinaryIO], None]],
+    remedy: str = "free disk space or pick another --workdir",
+) -> None:
+    """Writes ``content`` to ``path`` whole or not at all (a temporary file renamed).
+
+    ``content``: text, bytes, or a function that writes to the binary file it is given
+    (for output too large to hold in memory). A failure to create, write or rename the
+    file becomes one ValueError line naming the path and ``remedy``; whatever the
+    function raises is raised as it is. On any failure ``path`` keeps its previous copy, if any.
+    """
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "w" if isinstance(content, str) else "wb") as f:
+            if callable(content):
+                try:
+                    content(f)
+                except OSError as e:
+                    raise _WriterError from e  # the function's own error (a download's, say)
+            else:
+                f.write(content)
         os.replace(tmp, path)
+    except _WriterError as e:
+        _remove(tmp)
+        raise e.__cause__ from None
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
         raise ValueError(
-            f"could not write {path} ({e.strerror or e}); free disk space or pick another "
-            "--workdir (the previous copy, if any, is unchanged)"
+            f"could not write {path} ({e.strerror or e}); {remedy} (the previous copy, if any, is unchanged)"
         ) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+class _WriterError(Exception):
+    pass
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 import tqdm
 
+from inception_jax.checkpoint.integrity import write_atomic
 from inception_jax.errors import first_line
 
 PREPARE_HINT = (
@@ -57,12 +58,12 @@ def _data_source(dataset: str, split: str, data_dir: Optional[str]):
         reason = first_line(e)
         if re.search(r"split|Split", reason) and "not" in reason.lower():
             raise DatasetMissingError(
-                f"dataset {dataset!r} has no split {split!r} in data_dir {searched!r} ({reason[:200]}); "
+                f"dataset {dataset!r} has no split {split!r} in data_dir {searched!r} ({reason}); "
                 "pick an existing split, e.g. --config.eval_split='train[45000:]'"
             ) from None
         raise DatasetMissingError(
             f"dataset {dataset!r} (split {split!r}) is not prepared in data_dir {searched!r} "
-            f"({reason[:200]}); " + PREPARE_HINT.format(dataset=dataset, data_dir=searched)
+            f"({reason}); " + PREPARE_HINT.format(dataset=dataset, data_dir=searched)
         ) from None
 
 
@@ -108,7 +109,7 @@ def _decode_chunk(source, start: int, stop: int, bad_records: str):
             except Exception as e:
                 if bad_records != "skip":
                     raise ValueError(
-                        f"record {i} could not be decoded ({type(e).__name__}: {str(e)[:120]}); "
+                        f"record {i} could not be decoded ({type(e).__name__}: {first_line(e, limit=120)}); "
                         "set --config.bad_records=skip to count and skip such records"
                     ) from None
                 skipped += 1
@@ -164,9 +165,7 @@ def load_in_memory(
     skipped = sum(p[2] for p in parts)
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        tmp = cache_path + f".tmp{os.getpid()}.npz"
-        np.savez(tmp, images=images, labels=labels, skipped=skipped)
-        os.replace(tmp, cache_path)
+        write_atomic(cache_path, lambda f: np.savez(f, images=images, labels=labels, skipped=skipped))
     return InMemoryDataset(images, labels, num_classes, skipped)
 
 

@@ -36,6 +36,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from inception_jax.data import transforms
+from inception_jax.errors import first_line
 
 PAD = -1  # the record index of an evaluation padding example
 
@@ -84,7 +85,7 @@ def load_example(source, index: int, epoch: int, size: int, train: bool, seed: i
         if bad_records != "skip":
             raise ValueError(
                 f"record {int(index)} could not be decoded ({type(e).__name__}: "
-                f"{str(e)[:120]}); set --config.bad_records=skip to skip such records"
+                f"{first_line(e, limit=120)}); set --config.bad_records=skip to skip such records"
             ) from None
         return blank  # masked out of the loss and the metrics
     return {

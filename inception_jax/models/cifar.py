@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.registry import ModelInfo, register
 
 CIFAR_CFG = {
@@ -27,31 +27,32 @@ CIFAR_CFG = {
 }
 
 
-class InceptionCIFAR(nn.Module):
+class InceptionCIFAR(linen.Module):
     num_classes: int = 10
     dropout: float = 0.4
     dtype: Any = jnp.float32
     axis_name: Optional[str] = None
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_image_input("inception_cifar", x, 8)
-        conv = layers.make_conv(self.dtype, self.axis_name)
+        nn.check_image_input("inception_cifar", x, 8)
+        conv = nn.make_conv(self.dtype, self.axis_name)
 
         def inception(y, name):
-            return layers.InceptionModule(*CIFAR_CFG[name], conv=conv, name=name)(y, train)
+            return nn.InceptionModule(*CIFAR_CFG[name], conv=conv, name=name)(y, train)
 
-        x = conv(64, 3, 1, 1, name="conv1")(x.astype(self.dtype), train)
-        x = layers.max_pool(x, 2)
-        x = inception(x, "inception3a")
-        x = inception(x, "inception3b")
-        x = layers.max_pool(x, 2)
-        x = inception(x, "inception4a")
-        x = inception(x, "inception4b")
-        x = layers.max_pool(x, 2)
-        x = layers.global_avg_pool(x)
-        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
-        return layers.dense(self.num_classes, self.dtype, "fc")(x)
+        x = x.astype(self.dtype)  # N x 32 x 32 x 3
+        x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x, train)  # N x 32 x 32 x 64
+        x = nn.max_pool(x, kernel_size=2)  # N x 16 x 16 x 64
+        x = inception(x, "inception3a")  # N x 16 x 16 x 128
+        x = inception(x, "inception3b")  # N x 16 x 16 x 224
+        x = nn.max_pool(x, kernel_size=2)  # N x 8 x 8 x 224
+        x = inception(x, "inception4a")  # N x 8 x 8 x 256
+        x = inception(x, "inception4b")  # N x 8 x 8 x 256
+        x = nn.max_pool(x, kernel_size=2)  # N x 4 x 4 x 256
+        x = nn.global_avg_pool(x)  # N x 256
+        x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)  # N x 10
 
 
 register(

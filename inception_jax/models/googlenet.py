@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.registry import ModelInfo, Pretrained, register
 
 # torchvision GoogLeNet_Weights.IMAGENET1K_V1 (ported from the original paper's
@@ -73,7 +73,7 @@ def transform_imagenet_input(x: jax.Array) -> jax.Array:
     return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(linen.Module):
     """GoogLeNet; ``variant`` is "torchvision", "paper" or "cifar" (see module docstring)."""
 
     num_classes: int = 1000
@@ -85,24 +85,24 @@ class GoogLeNet(nn.Module):
     axis_name: Optional[str] = None
     variant: str = "torchvision"
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False):
         v = self.variant
         if v not in _NAMES:
             raise ValueError(f"GoogLeNet: unknown variant {v!r}; expected one of {sorted(_NAMES)}")
-        layers.check_image_input(_NAMES[v], x, _MIN_SIZE[v])
-        conv = layers.make_conv(self.dtype, self.axis_name)
+        nn.check_image_input(_NAMES[v], x, _MIN_SIZE[v])
+        conv = nn.make_conv(self.dtype, self.axis_name)
         torchvision_like = v != "paper"
         kernel5 = 3 if torchvision_like else 5
 
         def pool(y, last=False):
             if torchvision_like:
                 k = 2 if last else 3
-                return layers.max_pool(y, k, 2, ceil_mode=True)
-            return layers.max_pool(y, 3, 2, padding=1)
+                return nn.max_pool(y, kernel_size=k, stride=2, ceil_mode=True)
+            return nn.max_pool(y, kernel_size=3, stride=2, padding=1)
 
         def inception(y, name):
-            return layers.InceptionModule(
+            return nn.InceptionModule(
                 *INCEPTION_CFG[name],
                 branch3_kernel=kernel5,
                 pool_ceil_mode=torchvision_like,
@@ -113,9 +113,9 @@ class GoogLeNet(nn.Module):
         run_aux = self.aux_logits and (train or self.is_initializing())
 
         def aux(y, name):
-            return layers.AuxiliaryClassifier(
-                self.num_classes,
-                self.dropout_aux,
+            return nn.AuxiliaryClassifier(
+                num_classes=self.num_classes,
+                dropout=self.dropout_aux,
                 conv=conv,
                 dtype=self.dtype,
                 axis_name=self.axis_name,
@@ -124,34 +124,34 @@ class GoogLeNet(nn.Module):
 
         if self.transform_input:
             x = transform_imagenet_input(x)
-        x = x.astype(self.dtype)
+        x = x.astype(self.dtype)  # googlenet: N x 224 x 224 x 3; googlenet_cifar: N x 32 x 32 x 3
         if v == "cifar":
-            x = conv(64, 3, 1, 1, name="conv1")(x, train)
-            x = conv(64, 1, name="conv2")(x, train)
-            x = conv(192, 3, 1, 1, name="conv3")(x, train)
+            x = conv(64, kernel_size=3, strides=1, padding=1, name="conv1")(x, train)  # N x 32 x 32 x 64
+            x = conv(64, kernel_size=1, name="conv2")(x, train)  # N x 32 x 32 x 64
+            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)  # N x 32 x 32 x 192
         else:
-            x = conv(64, 7, 2, 3, name="conv1")(x, train)
-            x = pool(x)
-            x = conv(64, 1, name="conv2")(x, train)
-            x = conv(192, 3, 1, 1, name="conv3")(x, train)
-            x = pool(x)
-        x = inception(x, "inception3a")
-        x = inception(x, "inception3b")
-        x = pool(x)
-        x = inception(x, "inception4a")
-        aux1 = aux(x, "aux1") if run_aux else None
-        x = inception(x, "inception4b")
-        x = inception(x, "inception4c")
-        x = inception(x, "inception4d")
-        aux2 = aux(x, "aux2") if run_aux else None
-        x = inception(x, "inception4e")
-        x = pool(x, last=True)
-        x = inception(x, "inception5a")
-        x = inception(x, "inception5b")
-        x = layers.global_avg_pool(x)
+            x = conv(64, kernel_size=7, strides=2, padding=3, name="conv1")(x, train)  # N x 112 x 112 x 64
+            x = pool(x)  # N x 56 x 56 x 64
+            x = conv(64, kernel_size=1, name="conv2")(x, train)  # N x 56 x 56 x 64
+            x = conv(192, kernel_size=3, strides=1, padding=1, name="conv3")(x, train)  # N x 56 x 56 x 192
+            x = pool(x)  # N x 28 x 28 x 192
+        x = inception(x, "inception3a")  # N x 28 x 28 x 256
+        x = inception(x, "inception3b")  # N x 28 x 28 x 480
+        x = pool(x)  # N x 14 x 14 x 480
+        x = inception(x, "inception4a")  # N x 14 x 14 x 512
+        aux1 = aux(x, "aux1") if run_aux else None  # N x 1000
+        x = inception(x, "inception4b")  # N x 14 x 14 x 512
+        x = inception(x, "inception4c")  # N x 14 x 14 x 512
+        x = inception(x, "inception4d")  # N x 14 x 14 x 528
+        aux2 = aux(x, "aux2") if run_aux else None  # N x 1000
+        x = inception(x, "inception4e")  # N x 14 x 14 x 832
+        x = pool(x, last=True)  # N x 7 x 7 x 832
+        x = inception(x, "inception5a")  # N x 7 x 7 x 832
+        x = inception(x, "inception5b")  # N x 7 x 7 x 1024
+        x = nn.global_avg_pool(x)  # N x 1024
         rate = _DEFAULT_DROPOUT[v] if self.dropout is None else self.dropout
-        x = layers.Dropout(rate, self.axis_name)(x, train)
-        logits = layers.dense(self.num_classes, self.dtype, "fc")(x)
+        x = nn.Dropout(rate=rate, axis_name=self.axis_name)(x, train)
+        logits = nn.dense(self.num_classes, dtype=self.dtype, name="fc")(x)  # N x 1000
         if self.aux_logits and train:
             return logits, aux1, aux2
         return logits

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained, register
 
 # timm inception_resnet_v2.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.8975 ->
@@ -57,41 +57,44 @@ BLOCK17 = ([(192, 1)], [(128, 1), (160, (1, 7), 1, (0, 3)), (192, (7, 1), 1, (3,
 BLOCK8 = ([(192, 1)], [(192, 1), (224, (1, 3), 1, (0, 1)), (256, (3, 1), 1, (1, 0))])
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNetV2(linen.Module):
     num_classes: int = 1000
     dropout: float = 0.0
     dtype: Any = jnp.float32
     axis_name: Optional[str] = None
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_image_input("inception_resnet_v2", x, 75)
-        c = layers.make_conv(self.dtype, self.axis_name)
+        nn.check_image_input("inception_resnet_v2", x, 75)
+        c = nn.make_conv(self.dtype, self.axis_name)
 
         def residual(y, spec, scale, name, activate=True):
-            return layers.ResidualInceptionBlock(spec, scale, activate, c, self.dtype, name=name)(y, train)
+            return nn.ResidualInceptionBlock(
+                branches=spec, scale=scale, activate=activate, conv=c, dtype=self.dtype, name=name
+            )(y, train)
 
-        x = c(32, 3, 2, name="conv2d_1a")(x.astype(self.dtype), train)
-        x = c(32, 3, name="conv2d_2a")(x, train)
-        x = c(64, 3, 1, 1, name="conv2d_2b")(x, train)
-        x = layers.max_pool(x, 3, 2)
-        x = c(80, 1, name="conv2d_3b")(x, train)
-        x = c(192, 3, name="conv2d_4a")(x, train)
-        x = layers.max_pool(x, 3, 2)
-        x = layers.MixedBlock(MIXED_5B, c, name="mixed_5b")(x, train)
+        x = x.astype(self.dtype)  # N x 299 x 299 x 3
+        x = c(32, kernel_size=3, strides=2, name="conv2d_1a")(x, train)  # N x 149 x 149 x 32
+        x = c(32, kernel_size=3, name="conv2d_2a")(x, train)  # N x 147 x 147 x 32
+        x = c(64, kernel_size=3, strides=1, padding=1, name="conv2d_2b")(x, train)  # N x 147 x 147 x 64
+        x = nn.max_pool(x, kernel_size=3, stride=2)  # N x 73 x 73 x 64
+        x = c(80, kernel_size=1, name="conv2d_3b")(x, train)  # N x 73 x 73 x 80
+        x = c(192, kernel_size=3, name="conv2d_4a")(x, train)  # N x 71 x 71 x 192
+        x = nn.max_pool(x, kernel_size=3, stride=2)  # N x 35 x 35 x 192
+        x = nn.MixedBlock(branches=MIXED_5B, conv=c, name="mixed_5b")(x, train)  # N x 35 x 35 x 320
         for i in range(10):
-            x = residual(x, BLOCK35, 0.17, f"repeat_{i}")
-        x = layers.MixedBlock(MIXED_6A, c, name="mixed_6a")(x, train)
+            x = residual(x, BLOCK35, 0.17, f"repeat_{i}")  # N x 35 x 35 x 320
+        x = nn.MixedBlock(branches=MIXED_6A, conv=c, name="mixed_6a")(x, train)  # N x 17 x 17 x 1088
         for i in range(20):
-            x = residual(x, BLOCK17, 0.10, f"repeat_1_{i}")
-        x = layers.MixedBlock(MIXED_7A, c, name="mixed_7a")(x, train)
+            x = residual(x, BLOCK17, 0.10, f"repeat_1_{i}")  # N x 17 x 17 x 1088
+        x = nn.MixedBlock(branches=MIXED_7A, conv=c, name="mixed_7a")(x, train)  # N x 8 x 8 x 2080
         for i in range(9):
-            x = residual(x, BLOCK8, 0.20, f"repeat_2_{i}")
-        x = residual(x, BLOCK8, 1.0, "block8", activate=False)
-        x = c(1536, 1, name="conv2d_7b")(x, train)
-        x = layers.global_avg_pool(x)
-        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
-        return layers.dense(self.num_classes, self.dtype, "classif")(x)
+            x = residual(x, BLOCK8, 0.20, f"repeat_2_{i}")  # N x 8 x 8 x 2080
+        x = residual(x, BLOCK8, 1.0, "block8", activate=False)  # N x 8 x 8 x 2080
+        x = c(1536, kernel_size=1, name="conv2d_7b")(x, train)  # N x 8 x 8 x 1536
+        x = nn.global_avg_pool(x)  # N x 1536
+        x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="classif")(x)  # N x 1000
 
 
 register(

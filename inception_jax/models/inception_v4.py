@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import flax.linen as nn
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 
-from inception_jax import nn as layers
+from inception_jax import nn
 from inception_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelInfo, Pretrained, register
 
 # timm inception_v4.tf_in1k (pretrained_cfg): 299 input, crop_pct 0.875 -> Resize(341)
@@ -61,86 +61,95 @@ REDUCTION_B = (
 MIXED_4A = ([(64, 1), (96, 3)], [(64, 1), (64, (1, 7), 1, (0, 3)), (64, (7, 1), 1, (3, 0)), (96, 3)])
 
 
-class Mixed3a(nn.Module):
-    conv: Callable[..., nn.Module] = layers.BasicConv
+class Mixed3a(linen.Module):
+    conv: Callable[..., linen.Module] = nn.BasicConv
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         return jnp.concatenate(
-            [layers.max_pool(x, 3, 2), self.conv(96, 3, 2, name="conv")(x, train)], axis=-1
+            [
+                nn.max_pool(x, kernel_size=3, stride=2),
+                self.conv(96, kernel_size=3, strides=2, name="conv")(x, train),
+            ],
+            axis=-1,
         )
 
 
-class Mixed5a(nn.Module):
-    conv: Callable[..., nn.Module] = layers.BasicConv
+class Mixed5a(linen.Module):
+    conv: Callable[..., linen.Module] = nn.BasicConv
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         return jnp.concatenate(
-            [self.conv(192, 3, 2, name="conv")(x, train), layers.max_pool(x, 3, 2)], axis=-1
+            [
+                self.conv(192, kernel_size=3, strides=2, name="conv")(x, train),
+                nn.max_pool(x, kernel_size=3, stride=2),
+            ],
+            axis=-1,
         )
 
 
-class InceptionC(nn.Module):
+class InceptionC(linen.Module):
     """8x8 block whose 1x3/3x1 branches split and concatenate (timm's InceptionC)."""
 
-    conv: Callable[..., nn.Module] = layers.BasicConv
+    conv: Callable[..., linen.Module] = nn.BasicConv
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x, train=False):
         c = self.conv
-        b0 = c(256, 1, name="branch0")(x, train)
-        b1 = c(384, 1, name="branch1_0")(x, train)
+        b0 = c(256, kernel_size=1, name="branch0")(x, train)
+        b1 = c(384, kernel_size=1, name="branch1_0")(x, train)
         b1 = jnp.concatenate(
             [
-                c(256, (1, 3), 1, (0, 1), name="branch1_1a")(b1, train),
-                c(256, (3, 1), 1, (1, 0), name="branch1_1b")(b1, train),
+                c(256, kernel_size=(1, 3), strides=1, padding=(0, 1), name="branch1_1a")(b1, train),
+                c(256, kernel_size=(3, 1), strides=1, padding=(1, 0), name="branch1_1b")(b1, train),
             ],
             axis=-1,
         )
-        b2 = c(384, 1, name="branch2_0")(x, train)
-        b2 = c(448, (3, 1), 1, (1, 0), name="branch2_1")(b2, train)
-        b2 = c(512, (1, 3), 1, (0, 1), name="branch2_2")(b2, train)
+        b2 = c(384, kernel_size=1, name="branch2_0")(x, train)
+        b2 = c(448, kernel_size=(3, 1), strides=1, padding=(1, 0), name="branch2_1")(b2, train)
+        b2 = c(512, kernel_size=(1, 3), strides=1, padding=(0, 1), name="branch2_2")(b2, train)
         b2 = jnp.concatenate(
             [
-                c(256, (1, 3), 1, (0, 1), name="branch2_3a")(b2, train),
-                c(256, (3, 1), 1, (1, 0), name="branch2_3b")(b2, train),
+                c(256, kernel_size=(1, 3), strides=1, padding=(0, 1), name="branch2_3a")(b2, train),
+                c(256, kernel_size=(3, 1), strides=1, padding=(1, 0), name="branch2_3b")(b2, train),
             ],
             axis=-1,
         )
-        b3 = c(256, 1, name="branch3_1")(layers.avg_pool(x, 3, 1, 1, count_include_pad=False), train)
+        pooled = nn.avg_pool(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        b3 = c(256, kernel_size=1, name="branch3_1")(pooled, train)
         return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
 
-class InceptionV4(nn.Module):
+class InceptionV4(linen.Module):
     num_classes: int = 1000
     dropout: float = 0.0
     dtype: Any = jnp.float32
     axis_name: Optional[str] = None
 
-    @nn.compact
+    @linen.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_image_input("inception_v4", x, 75)
-        c = layers.make_conv(self.dtype, self.axis_name)
+        nn.check_image_input("inception_v4", x, 75)
+        c = nn.make_conv(self.dtype, self.axis_name)
         blocks = [
-            lambda n: c(32, 3, 2, name=n),
-            lambda n: c(32, 3, name=n),
-            lambda n: c(64, 3, 1, 1, name=n),
-            lambda n: Mixed3a(c, name=n),
-            lambda n: layers.MixedBlock(MIXED_4A, c, name=n),
-            lambda n: Mixed5a(c, name=n),
-            *[lambda n: layers.MixedBlock(INCEPTION_A, c, name=n)] * 4,
-            lambda n: layers.MixedBlock(REDUCTION_A, c, name=n),
-            *[lambda n: layers.MixedBlock(INCEPTION_B, c, name=n)] * 7,
-            lambda n: layers.MixedBlock(REDUCTION_B, c, name=n),
-            *[lambda n: InceptionC(c, name=n)] * 3,
+            lambda n: c(32, kernel_size=3, strides=2, name=n),  # N x 149 x 149 x 32
+            lambda n: c(32, kernel_size=3, name=n),  # N x 147 x 147 x 32
+            lambda n: c(64, kernel_size=3, strides=1, padding=1, name=n),  # N x 147 x 147 x 64
+            lambda n: Mixed3a(conv=c, name=n),  # N x 73 x 73 x 160
+            lambda n: nn.MixedBlock(branches=MIXED_4A, conv=c, name=n),  # N x 71 x 71 x 192
+            lambda n: Mixed5a(conv=c, name=n),  # N x 35 x 35 x 384
+            *[lambda n: nn.MixedBlock(branches=INCEPTION_A, conv=c, name=n)] * 4,  # N x 35 x 35 x 384
+            lambda n: nn.MixedBlock(branches=REDUCTION_A, conv=c, name=n),  # N x 17 x 17 x 1024
+            *[lambda n: nn.MixedBlock(branches=INCEPTION_B, conv=c, name=n)] * 7,  # N x 17 x 17 x 1024
+            lambda n: nn.MixedBlock(branches=REDUCTION_B, conv=c, name=n),  # N x 8 x 8 x 1536
+            *[lambda n: InceptionC(conv=c, name=n)] * 3,  # N x 8 x 8 x 1536
         ]
-        x = x.astype(self.dtype)
+        x = x.astype(self.dtype)  # N x 299 x 299 x 3
         for i, make in enumerate(blocks):
             x = make(f"features_{i}")(x, train)
-        x = layers.global_avg_pool(x)
-        x = layers.Dropout(self.dropout, self.axis_name)(x, train)
-        return layers.dense(self.num_classes, self.dtype, "last_linear")(x)
+        x = nn.global_avg_pool(x)  # N x 1536
+        x = nn.Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
+        return nn.dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)  # N x 1000
 
 
 register(

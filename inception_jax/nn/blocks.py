@@ -55,11 +55,15 @@ class InceptionModule(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         _check_in_channels(type(self).__name__, self.in_channels, x)
         k = self.branch3_kernel
-        b1 = conv_branch(x, [(self.ch1x1, 1)], "branch1", train, self.conv)
-        b2 = conv_branch(x, [(self.ch3x3red, 1), (self.ch3x3, 3, 1, 1)], "branch2", train, self.conv)
-        b3 = conv_branch(x, [(self.ch5x5red, 1), (self.ch5x5, k, 1, k // 2)], "branch3", train, self.conv)
-        b4 = max_pool(x, 3, 1, 1, ceil_mode=self.pool_ceil_mode)
-        b4 = conv_branch(b4, [(self.pool_proj, 1)], "branch4", train, self.conv, start=1)
+        b1 = conv_branch(x, [(self.ch1x1, 1)], name="branch1", train=train, conv=self.conv)
+        b2 = conv_branch(
+            x, [(self.ch3x3red, 1), (self.ch3x3, 3, 1, 1)], name="branch2", train=train, conv=self.conv
+        )
+        b3 = conv_branch(
+            x, [(self.ch5x5red, 1), (self.ch5x5, k, 1, k // 2)], name="branch3", train=train, conv=self.conv
+        )
+        b4 = max_pool(x, kernel_size=3, stride=1, padding=1, ceil_mode=self.pool_ceil_mode)
+        b4 = conv_branch(b4, [(self.pool_proj, 1)], name="branch4", train=train, conv=self.conv, start=1)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -78,10 +82,10 @@ class NaiveInceptionModule(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         _check_in_channels(type(self).__name__, self.in_channels, x)
-        b1 = conv_branch(x, [(self.ch1x1, 1)], "branch1", train, self.conv)
-        b2 = conv_branch(x, [(self.ch3x3, 3, 1, 1)], "branch2", train, self.conv)
-        b3 = conv_branch(x, [(self.ch5x5, 5, 1, 2)], "branch3", train, self.conv)
-        b4 = max_pool(x, 3, 1, 1)
+        b1 = conv_branch(x, [(self.ch1x1, 1)], name="branch1", train=train, conv=self.conv)
+        b2 = conv_branch(x, [(self.ch3x3, 3, 1, 1)], name="branch2", train=train, conv=self.conv)
+        b3 = conv_branch(x, [(self.ch5x5, 5, 1, 2)], name="branch3", train=train, conv=self.conv)
+        b4 = max_pool(x, kernel_size=3, stride=1, padding=1)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -131,10 +135,10 @@ class AuxiliaryClassifier(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = adaptive_avg_pool(x, (4, 4))
-        x = self.conv(128, 1, name="conv")(x, train)
+        x = self.conv(128, kernel_size=1, name="conv")(x, train)
         x = flatten_nchw(x)
         x = nn.relu(nn.Dense(1024, dtype=self.dtype, name="fc1")(x))
-        x = Dropout(self.dropout, self.axis_name)(x, train)
+        x = Dropout(rate=self.dropout, axis_name=self.axis_name)(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x)
 
 
@@ -148,8 +152,8 @@ class FactorizedConv5x5(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = self.conv(self.features_mid, 3, 1, 1, name="conv1")(x, train)
-        return self.conv(self.features, 3, 1, 1, name="conv2")(x, train)
+        x = self.conv(self.features_mid, kernel_size=3, strides=1, padding=1, name="conv1")(x, train)
+        return self.conv(self.features, kernel_size=3, strides=1, padding=1, name="conv2")(x, train)
 
 
 class AsymmetricConv(nn.Module):
@@ -162,9 +166,9 @@ class AsymmetricConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        n = self.kernel_size
-        x = self.conv(self.features, (1, n), 1, (0, n // 2), name="conv1")(x, train)
-        return self.conv(self.features, (n, 1), 1, (n // 2, 0), name="conv2")(x, train)
+        c, n = self.conv, self.kernel_size
+        x = c(self.features, kernel_size=(1, n), strides=1, padding=(0, n // 2), name="conv1")(x, train)
+        return c(self.features, kernel_size=(n, 1), strides=1, padding=(n // 2, 0), name="conv2")(x, train)
 
 
 class GridReduction(nn.Module):
@@ -180,11 +184,11 @@ class GridReduction(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = self.conv
-        b1 = c(self.ch3x3, 3, 2, name="branch3x3")(x, train)
-        b2 = c(self.ch3x3dbl_red, 1, name="branch3x3dbl_1")(x, train)
-        b2 = c(self.ch3x3dbl, 3, 1, 1, name="branch3x3dbl_2")(b2, train)
-        b2 = c(self.ch3x3dbl, 3, 2, name="branch3x3dbl_3")(b2, train)
-        return jnp.concatenate([b1, b2, max_pool(x, 3, 2)], axis=-1)
+        b1 = c(self.ch3x3, kernel_size=3, strides=2, name="branch3x3")(x, train)
+        b2 = c(self.ch3x3dbl_red, kernel_size=1, name="branch3x3dbl_1")(x, train)
+        b2 = c(self.ch3x3dbl, kernel_size=3, strides=1, padding=1, name="branch3x3dbl_2")(b2, train)
+        b2 = c(self.ch3x3dbl, kernel_size=3, strides=2, name="branch3x3dbl_3")(b2, train)
+        return jnp.concatenate([b1, b2, max_pool(x, kernel_size=3, stride=2)], axis=-1)
 
 
 class ResidualInceptionBlock(nn.Module):
@@ -206,9 +210,10 @@ class ResidualInceptionBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         outs = [
-            conv_branch(x, specs, f"branch{i}", train, self.conv) for i, specs in enumerate(self.branches)
+            conv_branch(x, specs, name=f"branch{i}", train=train, conv=self.conv)
+            for i, specs in enumerate(self.branches)
         ]
-        up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.dtype, name="conv2d")(
+        up = nn.Conv(x.shape[-1], kernel_size=(1, 1), use_bias=True, dtype=self.dtype, name="conv2d")(
             jnp.concatenate(outs, axis=-1)
         )
         out = x + self.scale * up
@@ -229,13 +234,13 @@ class DepthwiseSeparableConv(nn.Module):
         k = self.kernel_size
         x = nn.Conv(
             x.shape[-1],
-            (k, k),
+            kernel_size=(k, k),
             padding=_torch_padding(k // 2),
             feature_group_count=x.shape[-1],
             dtype=self.dtype,
             name="depthwise",
         )(x)
-        return nn.Conv(self.features, (1, 1), dtype=self.dtype, name="pointwise")(x)
+        return nn.Conv(self.features, kernel_size=(1, 1), dtype=self.dtype, name="pointwise")(x)
 
 
 class MixedBlock(nn.Module):
@@ -261,7 +266,7 @@ class MixedBlock(nn.Module):
                     y = apply_pool(y, item)
                 else:
                     name = f"branch{i}" if len(items) == 1 else f"branch{i}_{j}"
-                    y = conv_branch(y, [item], name, train, self.conv)
+                    y = conv_branch(y, [item], name=name, train=train, conv=self.conv)
             outs.append(y)
         return jnp.concatenate(outs, axis=-1)
 

@@ -34,9 +34,9 @@ from inception_jax.weights.preprocess import (
 )
 from inception_jax.weights.pretrained import (
     METADATA_FILE,
-    features,
     load_pretrained,
     load_variables,
+    pooled_features,
     save_pretrained,
 )
 
@@ -48,7 +48,6 @@ __all__ = [
     "cached_weights",
     "convert_state_dict",
     "download_weights",
-    "features",
     "from_torch",
     "imagenet_classes",
     "load_pretrained",
@@ -57,6 +56,7 @@ __all__ = [
     "load_torch_state_dict",
     "load_variables",
     "merge_params",
+    "pooled_features",
     "preprocess",
     "pretrained_config",
     "resize_center_crop",

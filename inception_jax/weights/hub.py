@@ -8,19 +8,22 @@ import os
 import re
 
 from inception_jax import models
+from inception_jax.checkpoint.integrity import write_atomic
 from inception_jax.errors import first_line
-from inception_jax.models.registry import Pretrained
+from inception_jax.models.registry import ModelInfo, Pretrained
 
 
-def pretrained_config(name: str | Pretrained) -> Pretrained:
-    """The :class:`~inception_jax.models.Pretrained` record of a registered model."""
+def pretrained_config(name: str | ModelInfo | Pretrained) -> Pretrained:
+    """The :class:`~inception_jax.models.Pretrained` record of a registered model
+    (given by name or by its :class:`~inception_jax.models.ModelInfo`)."""
     if isinstance(name, Pretrained):
         return name
-    cfg = models.get_info(name).pretrained
+    info = name if isinstance(name, ModelInfo) else models.get_info(name)
+    cfg = info.pretrained
     if cfg is None:
         have = [n for n in models.list_models() if models.get_info(n).pretrained is not None]
         raise ValueError(
-            f"model {name!r} has no public pretrained weights; models with weights: {', '.join(have)}"
+            f"model {info.name!r} has no public pretrained weights; models with weights: {', '.join(have)}"
         )
     return cfg
 
@@ -46,7 +49,7 @@ def _hf_cache_dir() -> str:
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def cached_weights(name: str) -> str | None:
+def cached_weights(name: str | Pretrained) -> str | None:
     """The path of already-downloaded weights for ``name``, or None.
 
     Looks in torch hub's ``checkpoints/<filename>`` and, for timm weights, the
@@ -66,19 +69,15 @@ def cached_weights(name: str) -> str | None:
 
 
 def _download(url: str, target: str, hash_prefix: str | None = None, timeout: float = 30.0) -> None:
-    """Streams ``url`` to ``target`` (via a temporary file, renamed when complete),
-    checking the sha256 prefix when given, as torch.hub does."""
+    """Streams ``url`` to ``target`` (whole or not at all), checking the sha256 prefix
+    when given, as torch.hub does."""
     import hashlib
-    import shutil
-    import tempfile
     import urllib.request
 
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    request = urllib.request.Request(url, headers={"User-Agent": "inception_jax"})
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".partial")
-    try:
+    def fetch(f) -> None:
         sha = hashlib.sha256()
-        with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as f:
+        request = urllib.request.Request(url, headers={"User-Agent": "inception_jax"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 sha.update(chunk)
                 f.write(chunk)
@@ -86,13 +85,12 @@ def _download(url: str, target: str, hash_prefix: str | None = None, timeout: fl
             raise ValueError(
                 f"sha256 {sha.hexdigest()[:12]}... does not start with the expected {hash_prefix}"
             )
-        shutil.move(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    write_atomic(target, fetch, remedy="free disk space or set TORCH_HOME to another folder")
 
 
-def download_weights(name: str) -> str:
+def download_weights(name: str | Pretrained) -> str:
     """Downloads the public weights of ``name`` to torch hub's ``checkpoints/<filename>``
     (timm's from the Hugging Face hub URL); returns the path."""
     cfg = pretrained_config(name)
@@ -105,9 +103,8 @@ def download_weights(name: str) -> str:
     return target
 
 
-def _find_or_download(name: str, download: bool) -> str:
-    cfg = pretrained_config(name)
-    path = cached_weights(name)
+def _find_or_download(name: str, cfg: Pretrained, download: bool) -> str:
+    path = cached_weights(cfg)
     if path:
         return path
     where = os.path.join(torch_hub_dir(), "checkpoints", cfg.filename)
@@ -120,7 +117,7 @@ def _find_or_download(name: str, download: bool) -> str:
             "or pass the file's path"
         )
     try:
-        return download_weights(name)
+        return download_weights(cfg)
     except Exception as e:  # noqa: BLE001 - offline, HTTP error, bad hash, no torch ...
         first = first_line(e)
         raise ValueError(

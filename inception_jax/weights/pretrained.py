@@ -1,6 +1,6 @@
 """Pretrained variables: ``load_pretrained`` (a file, a ``save_pretrained``
 directory or the download caches), ``save_pretrained`` / ``load_variables`` (Orbax)
-and ``features`` (the pooled features the classifier sees)."""
+and ``pooled_features`` (the pooled features the classifier sees)."""
 
 from __future__ import annotations
 
@@ -18,23 +18,24 @@ import numpy as np
 
 from inception_jax import models
 from inception_jax.errors import first_line
-from inception_jax.models.registry import Pretrained
+from inception_jax.models.registry import ModelInfo, Pretrained
+from inception_jax.weights import hub
 from inception_jax.weights.convert import from_torch
 from inception_jax.weights.files import (
     load_torch_state_dict,
 )
-from inception_jax.weights.hub import _find_or_download, pretrained_config
 from inception_jax.weights.merge import merge_params
 
 METADATA_FILE = "inception_jax.json"  # written beside the Orbax files by save_pretrained
 
 
-def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | None) -> dict[str, np.ndarray]:
+def _adapt_state_dict(
+    info: ModelInfo, sd: dict[str, np.ndarray], cfg: Pretrained | None
+) -> dict[str, np.ndarray]:
     """Known layouts of public files that differ from the reference model:
     Cadene's inceptionresnetv2 names the classifier ``last_linear`` (timm: ``classif``);
     Cadene's inceptionv4/inceptionresnetv2 files have 1001 classes, background first,
     which Cadene's own loader drops for the 1000-class "imagenet" setting."""
-    info = models.get_info(name)
     sd = dict(sd)
     if info.classifier != "last_linear" and f"{info.classifier}.weight" not in sd:
         for leaf in ("weight", "bias"):
@@ -46,7 +47,7 @@ def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | No
         expected
         and key in sd
         and sd[key].shape[0] == expected + 1
-        and name in ("inception_v4", "inception_resnet_v2")
+        and info.name in ("inception_v4", "inception_resnet_v2")
     ):
         for leaf in ("weight", "bias"):
             sd[f"{info.classifier}.{leaf}"] = sd[f"{info.classifier}.{leaf}"][1:]
@@ -61,8 +62,7 @@ def _adapt_state_dict(name: str, sd: dict[str, np.ndarray], cfg: Pretrained | No
     return sd
 
 
-def _options_from_variables(name: str, variables: Mapping[str, Any]) -> dict[str, Any]:
-    info = models.get_info(name)
+def _options_from_variables(info: ModelInfo, variables: Mapping[str, Any]) -> dict[str, Any]:
     params = variables["params"]
     options: dict[str, Any] = {"num_classes": int(params[info.classifier]["kernel"].shape[-1])}
     if info.has_aux:
@@ -70,18 +70,17 @@ def _options_from_variables(name: str, variables: Mapping[str, Any]) -> dict[str
     return options
 
 
-def _input_size_for(name: str, options: Mapping[str, Any]) -> int:
-    info = models.get_info(name)
+def _input_size_for(info: ModelInfo, options: Mapping[str, Any]) -> int:
     if options.get("aux_logits") and info.min_aux_input_size:
         return max(info.min_input_size, info.min_aux_input_size)
     return info.min_input_size
 
 
-def _replace_heads(name: str, model, variables, rng) -> dict[str, Any]:
+def _replace_heads(info: ModelInfo, model, variables, rng) -> dict[str, Any]:
     """Fresh classifier heads for a changed ``num_classes`` / added aux heads: every
     parameter (and BatchNorm statistic) whose shape changed or that is new comes from
     ``model.init(rng)``, the rest is kept."""
-    size = _input_size_for(name, {"aux_logits": getattr(model, "aux_logits", False)})
+    size = _input_size_for(info, {"aux_logits": getattr(model, "aux_logits", False)})
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     template = jax.eval_shape(lambda r, x: model.init(r, x, train=False), rng, x)
     merged, fresh = merge_params(template, variables)
@@ -145,17 +144,17 @@ def load_pretrained(
                 f"use --model {meta['model']} or another weights directory"
             )
         options.update(meta.get("model_kwargs", {}))
-        _check_variables(name, variables, os.fspath(path))
+        _check_variables(info, variables, os.fspath(path))
     else:
         if path is None:
-            cfg = pretrained_config(name)
-            path = _find_or_download(name, download)
-        sd = _adapt_state_dict(name, load_torch_state_dict(path), cfg)
+            cfg = hub.pretrained_config(info)
+            path = hub._find_or_download(name, cfg, download)
+        sd = _adapt_state_dict(info, load_torch_state_dict(path), cfg)
         try:
             variables = from_torch(name, sd, **options)
         except ValueError as e:
             raise ValueError(f"weights file {os.fspath(path)!r} does not fit {name}: {e}") from None
-    saved = _options_from_variables(name, variables)
+    saved = _options_from_variables(info, variables)
     options.update(saved)
     options.update(model_kwargs)
     if num_classes is not None:
@@ -163,25 +162,26 @@ def load_pretrained(
     model = models.create(name, **options)
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     if options.get("aux_logits") is False and saved.get("aux_logits"):  # drop unused aux heads
-        aux = models.get_info(name).aux_prefixes
+        aux = info.aux_prefixes
         variables = {col: {k: v for k, v in tree.items() if k not in aux} for col, tree in variables.items()}
     elif options["num_classes"] != saved["num_classes"] or (
         options.get("aux_logits") and not saved.get("aux_logits")
     ):
-        variables = _replace_heads(name, model, variables, jax.random.PRNGKey(0) if rng is None else rng)
+        variables = _replace_heads(info, model, variables, jax.random.PRNGKey(0) if rng is None else rng)
     return model, variables
 
 
-def _check_variables(name: str, variables: Mapping[str, Any], where: str) -> None:
-    """Every saved array has the shape ``name`` expects (names a mismatch)."""
+def _check_variables(info: ModelInfo, variables: Mapping[str, Any], where: str) -> None:
+    """Every saved array has the shape the model expects (names a mismatch)."""
+    name = info.name
     try:
-        options = _options_from_variables(name, variables)
+        options = _options_from_variables(info, variables)
     except (KeyError, TypeError):
         raise ValueError(
-            f"{where!r} does not hold {name} variables (no {models.get_info(name).classifier!r} classifier)"
+            f"{where!r} does not hold {name} variables (no {info.classifier!r} classifier)"
         ) from None
     model = models.create(name, **options)
-    size = _input_size_for(name, options)
+    size = _input_size_for(info, options)
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     expected = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
     for col in ("params", "batch_stats"):
@@ -266,10 +266,9 @@ def load_variables(directory: str | os.PathLike) -> dict[str, Any]:
             )
             restored = ckptr.restore(directory, target)
     except Exception as e:  # noqa: BLE001
-        first = first_line(e)
         raise ValueError(
             f"load_variables: {directory!r} is not a readable Orbax checkpoint "
-            f"({type(e).__name__}: {first[:200]})"
+            f"({type(e).__name__}: {first_line(e)})"
         ) from None
     if "params" not in restored:
         raise ValueError(
@@ -279,13 +278,13 @@ def load_variables(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def _classifier_name(model) -> str | None:
-    for name in models.list_models():
-        if type(model) is models.get_info(name).builder:
-            return models.get_info(name).classifier
+    for info in map(models.get_info, models.list_models()):
+        if type(model) is info.builder:
+            return info.classifier
     return None
 
 
-def _pooled_features(model, variables, x):
+def _classifier_input(model, variables, x):
     classifier = _classifier_name(model)
     captured = []
 
@@ -304,15 +303,16 @@ def _pooled_features(model, variables, x):
         model.apply(variables, x, train=False)
     if len(captured) != 1:
         raise ValueError(
-            f"features: found {len(captured)} top-level classifiers in {type(model).__name__}, expected 1"
+            f"pooled_features: found {len(captured)} top-level classifiers in "
+            f"{type(model).__name__}, expected 1"
         )
     return captured[0]
 
 
-_pooled_features_jit = jax.jit(_pooled_features, static_argnums=0)
+_classifier_input_jit = jax.jit(_classifier_input, static_argnums=0)
 
 
-def features(model, variables: Mapping[str, Any], images: Any, *, jit: bool = True) -> jax.Array:
+def pooled_features(model, variables: Mapping[str, Any], images: Any, *, jit: bool = True) -> jax.Array:
     """Pooled features before the classifier (eval mode): (N, 1024) for googlenet /
     bn_inception, 2048 for inception_v3, 1536 for inception_v4 / inception_resnet_v2.
 
@@ -320,5 +320,5 @@ def features(model, variables: Mapping[str, Any], images: Any, *, jit: bool = Tr
     ``num_classes=0`` (``forward_features`` + global pool). ``images``: NHWC float32
     (e.g. from :func:`preprocess`). The classifier's matmul is not computed.
     """
-    fn = _pooled_features_jit if jit else _pooled_features
+    fn = _classifier_input_jit if jit else _classifier_input
     return fn(model, variables, jnp.asarray(images))
