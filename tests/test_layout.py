@@ -35,7 +35,7 @@ def test_public_entry_points():
         "save_pretrained",
         "load_variables",
         "preprocess",
-        "features",
+        "pooled_features",
         "load_torch_state_dict",
         "cached_weights",
         "download_weights",
