@@ -665,3 +665,31 @@ def test_shell_block(block, workspace):
         if rule is None:
             pytest.fail(f"{block.id}: no rule in tests/test_docs.py covers `{shlex.join(args)}`")
         rule.check(args, workspace, f"{block.id}: `{shlex.join(args)}`")
+
+
+# --- tables of the docs that list what the code defines ----------------------------------------
+
+
+def _table_rows(markdown: str, heading: str) -> list[tuple[str, str]]:
+    """(first cell, second cell) of the rows of the first table under ``heading``, with
+    the backquotes around each cell removed."""
+    section = markdown.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]*)` \| `([^`]*)` \|", section, re.M)
+
+
+def test_the_config_key_table_lists_every_key_and_its_default():
+    from inception_jax.config import base_config
+
+    config = base_config()
+    expected = {
+        key: repr(config[key].to_dict() if hasattr(config[key], "to_dict") else config[key])
+        for key in config.keys()
+    }
+    with open(os.path.join(ROOT, "docs", "training.md"), encoding="utf-8") as f:
+        rows = _table_rows(f.read(), "## Config keys")
+    documented = dict(rows)
+    assert len(documented) == len(rows), "docs/training.md: a config key is listed twice"
+    assert sorted(set(expected) - set(documented)) == [], "docs/training.md: config keys not documented"
+    assert sorted(set(documented) - set(expected)) == [], "docs/training.md: keys that base_config() lacks"
+    wrong = {k: (documented[k], expected[k]) for k in expected if documented[k] != expected[k]}
+    assert wrong == {}, "docs/training.md: defaults (documented, base_config()) that differ"
