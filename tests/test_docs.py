@@ -409,7 +409,7 @@ def assert_ran(proc, what: str) -> None:
 def check_pip_install(args, ws, where):
     """Not run here (CI runs the README's install commands): one of the known installs,
     of this repository, with extras that pyproject.toml defines."""
-    known = [["-e", "."], ["-e", ".[test]"], ["-e", ".[prepare]"]]
+    known = [["-e", "."], ["-e", ".[test]"], ["-e", ".[prepare]"], ["-e", ".[docs]"]]
     assert args[2:] in known, f"{where}: `{shlex.join(args)}` is not one of the known install commands"
     extras = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", args[-1]).group(1)
     with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
@@ -515,6 +515,13 @@ def check_bash_syntax(args, ws, where):
     assert_ran(ws.run(["bash", "-n", args[1]]), where)
 
 
+def check_docs_build(args, ws, where):
+    """Not run (CI builds the site, with -W): it builds docs/ with its conf.py."""
+    sources = [a for a in args[3:] if not a.startswith("-") and a not in ("html",)]
+    assert sources[:1] == ["docs"], f"{where}: expected docs/ as the source folder"
+    assert os.path.isfile(os.path.join(ROOT, "docs", "conf.py")), f"{where}: no docs/conf.py"
+
+
 ENV_ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*=")
 
 
@@ -566,6 +573,7 @@ RULES = [
         check_flags_in_help,
     ),
     Rule("python -c", lambda a: a[:2] == ["python", "-c"] and len(a) == 3, run_python_c),
+    Rule("python -m sphinx", lambda a: a[:3] == ["python", "-m", "sphinx"], check_docs_build),
     Rule(
         "bash benchmarks/gpu_suite.sh",
         lambda a: a[:2] == ["bash", "benchmarks/gpu_suite.sh"],
