@@ -56,24 +56,31 @@ class Block:
         return f"{self.path}:{self.line}"
 
 
-FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})\s*([\w+-]*)")
+FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})\s*(\{[\w:-]+\}|[\w+-]*)[ \t]*(\S*)")
+# MyST directives whose body is code in the language of their argument; the body of
+# any other directive ({toctree}, {automodule}, a table-building directive) is not code
+CODE_DIRECTIVES = ("{code-block}", "{code}", "{sourcecode}", "{code-cell}")
 
 
 def code_blocks(markdown: str, path: str) -> list[Block]:
-    """The fenced and indented code blocks of a markdown text, in order."""
+    """The fenced and indented code blocks of a markdown text, in order. A MyST
+    directive fence (```{name}) is a code block only for the code directives."""
     lines = markdown.splitlines()
     blocks = []
     i = 0
     while i < len(lines):
         fence = FENCE.match(lines[i])
         if fence:
-            indent, marker, lang = fence.groups()
+            indent, marker, lang, argument = fence.groups()
+            if lang.startswith("{"):
+                lang = argument if lang in CODE_DIRECTIVES else None
             close = re.compile(rf"^ {{0,3}}{re.escape(marker[0])}{{{len(marker)},}}\s*$")
             j = i + 1
             while j < len(lines) and not close.match(lines[j]):
                 j += 1
             body = [s[len(indent) :] if s.startswith(indent) else s.lstrip() for s in lines[i + 1 : j]]
-            blocks.append(Block(path, i + 1, lang.lower(), "\n".join(body) + "\n"))
+            if lang is not None:
+                blocks.append(Block(path, i + 1, lang.lower(), "\n".join(body) + "\n"))
             i = j + 1
         elif lines[i].startswith("    ") and lines[i].strip() and (i == 0 or not lines[i - 1].strip()):
             j = i
@@ -215,6 +222,19 @@ def _image_folder(seed, count=6):
     return make
 
 
+def _export(model):
+    """What ``python -m inception_jax.export`` writes, for the CPU only (the fastest)."""
+
+    def make(path):
+        command = [sys.executable, "-m", "inception_jax.export", "--model", model]
+        command += ["--platforms", "cpu", "--out", path]
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert_ran(proc, shlex.join(command))
+
+    return make
+
+
 FILES = {
     "googlenet-1378be20.pth": _save_torch_state_dict("googlenet"),
     "pt_inception-2015-12-05-6726825d.pth": _save_fid_weights,
@@ -224,6 +244,7 @@ FILES = {
     "fake_images/": _image_folder(2),
     "real/": _image_folder(3),
     "fake/": _image_folder(4),
+    "googlenet_cifar.jaxexport": _export("googlenet_cifar"),
 }
 
 # Public weights that a block loads from the download cache, by what in the block
@@ -231,6 +252,7 @@ FILES = {
 # ~/.cache/torch/hub/checkpoints under the name inception_jax (and torchvision) look for.
 HUB_WEIGHTS = {
     'load_pretrained("inception_v3")': "inception_v3",
+    'load_pretrained("googlenet")': "googlenet",
     "--model inception_v4": "inception_v4",
     "googlenet(weights='IMAGENET1K_V1')": "googlenet",
     "~/.cache/torch/hub/checkpoints/googlenet-1378be20.pth": "googlenet",
@@ -268,6 +290,12 @@ SLOW = {
     "python -m inception_jax.predict": "googlenet 224 px, inception_v4 299 px and its 170 MB weights (~55 s)",
     "configs/cifar10.py": "inception_cifar at 32 px, batch 128: a compile of its own (~60 s)",
     "--config.steps_per_call=": "2 steps in one lax.scan: a compile of its own (~50 s)",
+    # measured 2026-12-07 with the machine's 2 cores shared by several jobs
+    "python -m inception_jax.models": "traces all 9 models, 3 times each with aux heads (~80 s)",
+    "inception_jax.export --model googlenet_cifar": "exported for 3 platforms and checked (~110 s)",
+    'open("googlenet_cifar.jaxexport"': "the export it reads, made first (~95 s)",
+    'load_pretrained("googlenet")': "googlenet at 224 px: a conversion and 2 compiled programs (~100 s)",
+    "optax.softmax_cross_entropy_with_integer_labels": "inception_cifar init, train, eval (~140 s)",
 }
 
 # Blocks that are known to be wrong, by a string in them -> what is wrong. Strict: a
@@ -381,7 +409,7 @@ def assert_ran(proc, what: str) -> None:
 def check_pip_install(args, ws, where):
     """Not run here (CI runs the README's install commands): one of the known installs,
     of this repository, with extras that pyproject.toml defines."""
-    known = [["-e", "."], ["-e", ".[test]"], ["-e", ".[prepare]"]]
+    known = [["-e", "."], ["-e", ".[test]"], ["-e", ".[prepare]"], ["-e", ".[docs]"]]
     assert args[2:] in known, f"{where}: `{shlex.join(args)}` is not one of the known install commands"
     extras = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", args[-1]).group(1)
     with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
@@ -487,6 +515,30 @@ def check_bash_syntax(args, ws, where):
     assert_ran(ws.run(["bash", "-n", args[1]]), where)
 
 
+def check_docs_build(args, ws, where):
+    """Not run (CI builds the site, with -W): it builds docs/ with its conf.py."""
+    sources = [a for a in args[3:] if not a.startswith("-") and a not in ("html",)]
+    assert sources[:1] == ["docs"], f"{where}: expected docs/ as the source folder"
+    assert os.path.isfile(os.path.join(ROOT, "docs", "conf.py")), f"{where}: no docs/conf.py"
+
+
+ENV_ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*=")
+
+
+def check_multihost_launch(args, ws, where):
+    """Not run (it waits for the other hosts): every variable set before ``python
+    train.py`` is one train.py reads, and the config file exists."""
+    with open(os.path.join(ROOT, "train.py"), encoding="utf-8") as f:
+        source = f.read()
+    names = [a.split("=", 1)[0] for a in args if ENV_ASSIGNMENT.match(a)]
+    for name in names:
+        assert f'"{name}"' in source, f"{where}: train.py does not read {name}"
+    command = args[len(names) :]
+    assert command[:2] == ["python", "train.py"], f"{where}: expected `python train.py` after the variables"
+    config = _value(command, "--config")
+    assert config and os.path.isfile(os.path.join(ROOT, config)), f"{where}: no config file {config!r}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
     name: str
@@ -495,6 +547,11 @@ class Rule:
 
 
 RULES = [
+    Rule(
+        "VAR=value python train.py",
+        lambda a: ENV_ASSIGNMENT.match(a[0]) is not None and "train.py" in a,
+        check_multihost_launch,
+    ),
     Rule("pip install", lambda a: a[:2] == ["pip", "install"], check_pip_install),
     Rule("python -m pytest", lambda a: a[:3] == ["python", "-m", "pytest"], check_pytest_command),
     Rule("python train.py", lambda a: a[:2] == ["python", "train.py"], run_train),
@@ -516,6 +573,7 @@ RULES = [
         check_flags_in_help,
     ),
     Rule("python -c", lambda a: a[:2] == ["python", "-c"] and len(a) == 3, run_python_c),
+    Rule("python -m sphinx", lambda a: a[:3] == ["python", "-m", "sphinx"], check_docs_build),
     Rule(
         "bash benchmarks/gpu_suite.sh",
         lambda a: a[:2] == ["bash", "benchmarks/gpu_suite.sh"],
@@ -544,21 +602,28 @@ def _param(block):
     return pytest.param(block, id=block.id, marks=marks)
 
 
+# Pages that hold no code by design: the site's contents and the generated API reference.
+PAGES_WITHOUT_CODE = ("docs/index.md", "docs/api.md")
+
+
 def test_the_docs_have_blocks():
     found = {path: sum(b.path == path for b in BLOCKS) for path in DOC_FILES}
-    assert found["README.md"] > 0 and all(found.values()), found
+    assert all(found[path] > 0 for path in DOC_FILES if path not in PAGES_WITHOUT_CODE), found
+    assert all(found[path] == 0 for path in PAGES_WITHOUT_CODE), found
 
 
 def test_the_block_reader():
     markdown = (
         "Text\n\n    cmd one \\\n        --flag  # note\n\n    cmd two\nmore text\n\n"
         "- item\n  continued\n\n```python\nx = 1\n\n    y = 2\n```\n\n~~~\nbare\n~~~\n"
+        "\n```{toctree}\n:hidden:\n\nquickstart\n```\n\n```{code-block} python\nz = 3\n```\n"
     )
     blocks = code_blocks(markdown, "x.md")
     assert [(b.line, b.lang, b.text) for b in blocks] == [
         (3, "", "cmd one \\\n    --flag  # note\n\ncmd two\n"),
         (12, "python", "x = 1\n\n    y = 2\n"),
         (18, "", "bare\n"),
+        (28, "python", "z = 3\n"),
     ]
     assert shell_commands(blocks[0].text) == [["cmd", "one", "--flag"], ["cmd", "two"]]
     assert shell_commands("pip install -e . && python a.py 'x y'  # c\n# only a comment\n") == [
@@ -608,3 +673,31 @@ def test_shell_block(block, workspace):
         if rule is None:
             pytest.fail(f"{block.id}: no rule in tests/test_docs.py covers `{shlex.join(args)}`")
         rule.check(args, workspace, f"{block.id}: `{shlex.join(args)}`")
+
+
+# --- tables of the docs that list what the code defines ----------------------------------------
+
+
+def _table_rows(markdown: str, heading: str) -> list[tuple[str, str]]:
+    """(first cell, second cell) of the rows of the first table under ``heading``, with
+    the backquotes around each cell removed."""
+    section = markdown.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]*)` \| `([^`]*)` \|", section, re.M)
+
+
+def test_the_config_key_table_lists_every_key_and_its_default():
+    from inception_jax.config import base_config
+
+    config = base_config()
+    expected = {
+        key: repr(config[key].to_dict() if hasattr(config[key], "to_dict") else config[key])
+        for key in config.keys()
+    }
+    with open(os.path.join(ROOT, "docs", "training.md"), encoding="utf-8") as f:
+        rows = _table_rows(f.read(), "## Config keys")
+    documented = dict(rows)
+    assert len(documented) == len(rows), "docs/training.md: a config key is listed twice"
+    assert sorted(set(expected) - set(documented)) == [], "docs/training.md: config keys not documented"
+    assert sorted(set(documented) - set(expected)) == [], "docs/training.md: keys that base_config() lacks"
+    wrong = {k: (documented[k], expected[k]) for k in expected if documented[k] != expected[k]}
+    assert wrong == {}, "docs/training.md: defaults (documented, base_config()) that differ"
