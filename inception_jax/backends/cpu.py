@@ -38,7 +38,7 @@ import numpy as np
 from jax import lax
 
 from inception_jax import nn as layers
-from inception_jax.backends import dispatch
+from inception_jax.nn import dispatch
 
 Setting = Union[bool, str]
 
