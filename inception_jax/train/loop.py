@@ -18,11 +18,11 @@ import optax
 
 from inception_jax import config as config_lib
 from inception_jax import models
-from inception_jax.backends import cpu as cpu_backend
 from inception_jax.errors import first_line
 from inception_jax.train.inputs import StreamingData, open_data
 from inception_jax.train.optim import make_optimizer, make_schedule
 from inception_jax.train.parallel import Runner
+from inception_jax.train.programs import program_cache, use_cpu_kernels
 from inception_jax.train.signals import StopRequest
 from inception_jax.train.steps import (
     AXIS,
@@ -53,7 +53,7 @@ def step_config(config, streaming: bool = False) -> StepConfig:
         mean=tuple(float(v) for v in config.mean),
         std=tuple(float(v) for v in config.std),
         resize_to=0 if streaming else int(config.get("resize_to", 0)),
-        cpu_kernels=cpu_backend.resolve(config.cpu_kernels),
+        cpu_kernels=use_cpu_kernels(config.cpu_kernels),
     )
 
 
@@ -114,42 +114,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     workdir = os.path.abspath(os.path.expanduser(workdir))
     with StopRequest() as stop:
         return _train(config, workdir, stop)
-
-
-# Settings that do not change what the train and eval programs compute
-_NOT_TRACED = (
-    "log_every_steps",
-    "checkpoint_every_steps",
-    "keep_checkpoints",
-    "stop_at_step",
-    "compilation_cache_dir",
-    "cache_traced_programs",
-    "pipeline_workers",
-    "bad_records",
-    "on_nonfinite",
-    "max_rollbacks",
-)
-
-
-def program_cache(config, *, num_classes: int, steps_per_epoch: int, total_steps: int, log=print):
-    """A ``ProgramCache`` beside JAX's persistent compilation cache, or None: only with
-    ``config.compilation_cache_dir`` and ``config.cache_traced_programs`` set, JAX's
-    cache on, one process and the shard_map runner.
-
-    The key holds the config and the values the programs close over that come from
-    the data rather than the config: the class count and the schedule's steps per
-    epoch and total steps."""
-    xla_dir = jax.config.values.get("jax_compilation_cache_dir")
-    if not (config.compilation_cache_dir and config.cache_traced_programs and xla_dir):
-        return None
-    if jax.process_count() > 1 or config.parallel != "shard_map":
-        return None
-    from inception_jax.train.programs import ProgramCache
-
-    traced = {k: v for k, v in config.to_dict().items() if k not in _NOT_TRACED}
-    derived = {"num_classes": num_classes, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
-    key = json.dumps({"config": traced, "derived": derived}, sort_keys=True, default=repr)
-    return ProgramCache(os.path.normpath(os.path.expanduser(xla_dir)) + "-programs", key, log=log)
 
 
 def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
