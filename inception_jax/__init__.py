@@ -8,18 +8,14 @@ __all__ = ["__version__", "create", "features", "list_models", "models", "nn", "
 _MODULES = (
     "backends",
     "checkpoint",
-    "convert",
     "data",
     "export",
     "fid",
-    "layers",
     "metrics",
     "models",
     "nn",
-    "pretrained",
     "taps",
     "train",
-    "training",
     "weights",
 )
 

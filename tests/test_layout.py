@@ -1,28 +1,13 @@
-"""The package layout (nn/, train/, checkpoint/, weights/) and the old import paths
-that stay as aliases: every name users import keeps working."""
-
-import importlib
+"""The package layout (nn/, train/, checkpoint/, weights/): every name users import
+is where the documentation says."""
 
 import pytest
-
-ALIASES = {
-    "inception_jax.layers": "inception_jax.nn",
-    "inception_jax.training": "inception_jax.train",
-    "inception_jax.pretrained": "inception_jax.weights",
-}
-
-
-@pytest.mark.parametrize("old", sorted(ALIASES))
-def test_old_import_paths_give_the_same_objects(old):
-    old_mod, new_mod = importlib.import_module(old), importlib.import_module(ALIASES[old])
-    assert old_mod.__all__ == new_mod.__all__ and len(new_mod.__all__) > 3
-    for name in new_mod.__all__:
-        assert getattr(old_mod, name) is getattr(new_mod, name), (old, name)
 
 
 def test_public_entry_points():
     import inception_jax
-    from inception_jax import checkpoint, convert, models, train, weights
+    from inception_jax import checkpoint, models, train, weights
+    from inception_jax.weights import convert
 
     assert inception_jax.create is models.create and inception_jax.list_models is models.list_models
     assert inception_jax.train_and_evaluate is train.train_and_evaluate

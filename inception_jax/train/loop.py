@@ -62,11 +62,10 @@ def init_from_pretrained(state: TrainState, config) -> Tuple[TrainState, str]:
     ``save_pretrained`` directory) wherever name and shape agree. Classifier / aux
     heads whose shape differs (another class count) or that the file lacks keep
     their fresh initialisation; any other difference is an error (another model)."""
-    from inception_jax import weights as pretrained
-    from inception_jax.weights import merge_params
+    from inception_jax.weights import load_pretrained, merge_params
 
     path = os.path.expanduser(config.init_from)
-    _, loaded = pretrained.load_pretrained(config.model, path, download=False)
+    _, loaded = load_pretrained(config.model, path, download=False)
     info = models.get_info(config.model)
     heads = {info.classifier, *info.aux_prefixes}
 
