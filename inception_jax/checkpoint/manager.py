@@ -277,7 +277,7 @@ class Checkpointer:
             else []
         )
         newest = max(steps) if steps else None
-        cause = _one_line(error)
+        cause = first_line(error, with_type=True)
         raise CheckpointWriteError(
             f"could not write checkpoint step {step} in {self.workdir!r} ({cause}); earlier checkpoints "
             f"are intact (newest: {'step ' + str(newest) if newest is not None else 'none'}); free disk "
@@ -366,9 +366,9 @@ class Checkpointer:
             except Exception as e:
                 moved = self._quarantine(manager, step)
                 older = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "none left"
+                cause = first_line(e, with_type=True)
                 self.log(
-                    f"{what} checkpoint step {step} is unreadable ({_one_line(e)}); moved it to "
-                    f"{moved}; {older}"
+                    f"{what} checkpoint step {step} is unreadable ({cause}); moved it to {moved}; {older}"
                 )
         if steps and not self.read_only:
             manager.reload()
@@ -530,10 +530,6 @@ def _save_args(tree, sums, data=None):
 
         items["data"] = CheckpointSave(data)  # its state now, before the next step is drawn
     return ocp.args.Composite(**items)
-
-
-def _one_line(error: Exception) -> str:
-    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
 
 
 def _plain(value):
