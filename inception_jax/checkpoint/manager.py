@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from inception_jax.checkpoint.integrity import _host, checksums, write_atomic
+from inception_jax.checkpoint.quiet import quiet_orbax_teardown
 from inception_jax.errors import first_line
 
 # Keys that change the saved arrays' shapes or meaning: resuming with another value
@@ -350,7 +351,7 @@ class Checkpointer:
                 )
 
     def _newest_good(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
-        with _quiet_orbax_teardown():
+        with quiet_orbax_teardown():
             return self._newest_good_inner(manager, state, what, data)
 
     def _newest_good_inner(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
@@ -446,60 +447,6 @@ def _device_copy(tree):
 
 def _finite(a: np.ndarray) -> bool:
     return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
-
-
-def quiet_orbax_logs() -> None:
-    """For the command line: Orbax logs each failure of its writer threads with tracebacks
-    (and Python prints its asyncio teardown noise); the Checkpointer reports every failure
-    that matters in one line, so those are dropped."""
-    import logging
-    import sys
-
-    class DropOrbax(logging.Filter):
-        def filter(self, record):
-            return "orbax" not in record.pathname or record.levelno >= logging.CRITICAL
-
-    for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
-        handler.addFilter(DropOrbax())
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited")
-    previous = sys.unraisablehook
-
-    def hook(info):
-        if not _is_teardown_noise(info):
-            previous(info)
-
-    sys.unraisablehook = hook
-
-
-def _is_teardown_noise(info) -> bool:
-    return isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value)
-
-
-class _quiet_orbax_teardown:
-    """A failed Orbax read leaves callbacks for a closed asyncio loop, which Python prints
-    as 'Exception ignored ... Event loop is closed' tracebacks; we already reported the
-    failure in one line."""
-
-    def __enter__(self):
-        import sys
-
-        self._previous = sys.unraisablehook
-
-        def hook(info):
-            if not _is_teardown_noise(info):
-                self._previous(info)
-
-        sys.unraisablehook = hook
-
-    def __exit__(self, *exc):
-        import gc
-        import sys
-
-        gc.collect()  # let those callbacks be dropped while the hook is in place
-        sys.unraisablehook = self._previous
-        return False
 
 
 def _ocp():
