@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import json
 import os
 import shutil
 import time
@@ -33,21 +32,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from inception_jax.checkpoint.integrity import _host, checksums, write_atomic
+from inception_jax.checkpoint.integrity import (
+    check_config,
+    check_same_model,
+    checksums,
+    host_copy,
+    quarantine,
+    verify_checksums,
+)
 from inception_jax.checkpoint.quiet import quiet_orbax_teardown
 from inception_jax.errors import first_line
-
-# Keys that change the saved arrays' shapes or meaning: resuming with another value
-# would overwrite a different run.
-COMPATIBILITY_KEYS = (
-    "model",
-    "model_kwargs",
-    "num_classes",
-    "dataset",
-    "image_size",
-    "optimizer",
-    "half_precision",
-)
 
 
 class CheckpointWriteError(OSError):
@@ -91,7 +85,7 @@ class Checkpointer:
                     f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
                     "--workdir or fix its permissions"
                 ) from None
-            self._check_config()
+            check_config(workdir, config, self.has_checkpoints())
         elif not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(f"workdir {workdir!r} has no checkpoints to evaluate; train first")
         self._keep = keep or config.get("keep_checkpoints", 3)
@@ -163,32 +157,6 @@ class Checkpointer:
         d = os.path.join(self.workdir, "checkpoints")
         return os.path.isdir(d) and any(name.isdigit() for name in os.listdir(d))
 
-    # -- config compatibility --
-    def _check_config(self) -> None:
-        path = os.path.join(self.workdir, "config.json")
-        current = {k: _plain(self.config.get(k)) for k in COMPATIBILITY_KEYS}
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    saved = json.load(f)
-            except (OSError, ValueError):
-                saved = None  # unreadable: checkpoints' shapes are still checked when restoring
-            if saved is not None and self.has_checkpoints():
-                diff = {k: (saved.get(k), current[k]) for k in current if saved.get(k) != current[k]}
-                if diff:
-                    k, (old, new) = next(iter(diff.items()))
-                    raise ValueError(
-                        f"workdir {self.workdir!r} holds a run with {k}={old!r}, this config has "
-                        f"{k}={new!r} ({len(diff)} incompatible key(s): {', '.join(diff)}); use another "
-                        "--workdir, or the same config to resume it"
-                    )
-        if jax.process_index() == 0:
-            write_atomic(path, json.dumps(current, indent=1, sort_keys=True))
-            write_atomic(
-                os.path.join(self.workdir, "config_full.json"),
-                self.config.to_json_best_effort(indent=1, sort_keys=True),
-            )
-
     # -- save --
     def latest_step(self) -> Optional[int]:
         return self.latest.latest_step()
@@ -215,7 +183,7 @@ class Checkpointer:
         self._future = self._worker.submit(self._write, step, tree, accuracy, force, frozen)
 
     def _write(self, step: int, tree, eval_accuracy: Optional[float], force: bool, data) -> None:
-        host = jax.tree_util.tree_map(_host, tree)  # one host copy: checksums and finiteness
+        host = jax.tree_util.tree_map(host_copy, tree)  # one host copy: checksums and finiteness
         sums = checksums(host)
         bad = [k for k, a in jax.tree_util.tree_flatten_with_path(host)[0] if not _finite(a)]
         if bad:
@@ -299,13 +267,7 @@ class Checkpointer:
         tree, expected = out["state"], out["integrity"]
         if expected is None:
             raise ValueError("its checksums are missing")
-        actual = checksums(tree)
-        bad = [k for k in expected if actual.get(k) != expected[k]]
-        if bad or set(actual) != set(expected):
-            raise ValueError(
-                f"checksum mismatch in {len(bad) or 'the set of'} array(s)"
-                + (f", e.g. {bad[0]}" if bad else "")
-            )
+        verify_checksums(tree, expected)
         return state.replace(
             step=tree["step"],
             params=tree["params"],
@@ -314,41 +276,12 @@ class Checkpointer:
         )
 
     def _check_shapes(self, manager, step: int, state) -> None:
-        """A readable checkpoint of another model is an incompatible run, not a corrupt one."""
         try:
             meta = manager.item_metadata(step)["state"]
         except Exception:
             return  # unreadable metadata: restoring will tell
-        if meta is None:
-            return
-
-        def shapes(tree):  # params and batch_stats: nested dicts on both sides
-            return {
-                jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)))
-                for p, x in jax.tree_util.tree_flatten_with_path(
-                    {"params": tree["params"], "batch_stats": tree["batch_stats"]}
-                )[0]
-            }
-
-        expected = shapes(_state_tree(state))
-        try:
-            saved = shapes(meta)
-        except Exception:
-            return
-        if saved and saved.keys() != expected.keys():
-            missing = sorted(expected.keys() - saved.keys())[:1] or sorted(saved.keys() - expected.keys())[:1]
-            raise ValueError(
-                f"workdir {self.workdir!r}: checkpoint step {step} holds another model "
-                f"(differs at {missing[0]}); use another --workdir or the config that "
-                "wrote it"
-            )
-        for k, shape in saved.items():
-            if expected.get(k) != shape:
-                raise ValueError(
-                    f"workdir {self.workdir!r}: checkpoint step {step} has {k} of shape "
-                    f"{shape}, this config builds {expected.get(k)}; use another "
-                    "--workdir or the config that wrote it"
-                )
+        if meta is not None:
+            check_same_model(self.workdir, step, meta, _state_tree(state))
 
     def _newest_good(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
         with quiet_orbax_teardown():
@@ -378,18 +311,7 @@ class Checkpointer:
     def _quarantine(self, manager, step: int) -> str:
         if self.read_only:
             return "nowhere (read-only: left in place)"
-        src = os.path.join(str(manager.directory), str(step))
-        dest = os.path.join(
-            self.workdir, "corrupt", f"{os.path.basename(str(manager.directory))}-{step}-{int(time.time())}"
-        )
-        if jax.process_index() == 0 and os.path.exists(src):
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            shutil.move(src, dest)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"quarantine-{step}")
-        return dest
+        return quarantine(self.workdir, str(manager.directory), step)
 
     def restore_latest(self, state, data=None) -> Tuple[Any, int]:
         """The newest good checkpoint (corrupt newer ones are moved aside), or ``state`` at 0;
@@ -477,13 +399,3 @@ def _save_args(tree, sums, data=None):
 
         items["data"] = CheckpointSave(data)  # its state now, before the next step is drawn
     return ocp.args.Composite(**items)
-
-
-def _plain(value):
-    if isinstance(value, ml_collections.ConfigDict):
-        return {k: _plain(v) for k, v in sorted(value.items())}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
