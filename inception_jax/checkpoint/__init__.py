@@ -1,5 +1,6 @@
-"""Orbax checkpoints of a run (``manager``), their integrity checks (``integrity``) and
-Orbax's log noise dropped (``quiet``)."""
+"""Checkpoints of a run: the ``Checkpointer`` (``manager``), the two Orbax managers
+(``stores``), the checkpoint thread (``background``), integrity checks (``integrity``)
+and Orbax's log noise dropped (``quiet``)."""
 
 from inception_jax.checkpoint.integrity import COMPATIBILITY_KEYS, checksums
 from inception_jax.checkpoint.manager import Checkpointer, CheckpointWriteError

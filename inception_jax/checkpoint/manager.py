@@ -17,21 +17,24 @@ Faults handled here (docs/reliability.md):
   so the earlier ones stay intact;
 * a workdir holding a run with another model / shapes is refused before anything
   is written.
+
+The :class:`Checkpointer` ties together the Orbax managers (``stores``), the checkpoint
+thread (``background``), the checks (``integrity``) and the quieted Orbax noise
+(``quiet``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import os
-import shutil
-import time
 from typing import Any, Callable, Optional, Tuple
 
 import jax
 import ml_collections
 import numpy as np
 
+from inception_jax import config as config_lib
+from inception_jax.checkpoint import stores
+from inception_jax.checkpoint.background import FrozenState, SaveThread, device_copy
 from inception_jax.checkpoint.integrity import (
     check_config,
     check_same_model,
@@ -48,13 +51,20 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (the earlier ones are intact)."""
 
 
-def _state_tree(state) -> dict:
-    return {
-        "step": state.step,
-        "params": state.params,
-        "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state,
-    }
+def check_writable(workdir: str) -> None:
+    """Makes ``workdir`` and writes a probe file there, or fails in one line: before
+    anything is computed, not at the first save."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(
+            f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
+            "--workdir or fix its permissions"
+        ) from None
 
 
 class Checkpointer:
@@ -71,66 +81,23 @@ class Checkpointer:
         self.log = log
         self.read_only = read_only
         self._pending: Optional[int] = None  # the step of the save in flight
-        self._future: Optional[concurrent.futures.Future] = None
-        self._worker: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._thread = SaveThread()
         if not read_only:
-            try:
-                os.makedirs(workdir, exist_ok=True)
-                probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-                with open(probe, "w") as f:
-                    f.write("ok")
-                os.remove(probe)
-            except OSError as e:
-                raise ValueError(
-                    f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
-                    "--workdir or fix its permissions"
-                ) from None
+            check_writable(workdir)
             check_config(workdir, config, self.has_checkpoints())
         elif not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(f"workdir {workdir!r} has no checkpoints to evaluate; train first")
         self._keep = keep or config.get("keep_checkpoints", 3)
-        from inception_jax import config as config_lib
-
         # a streaming run also saves its grain iterator's state (the item "data")
         self.streaming = config_lib.uses_streaming(config)
         self._managers = None  # Orbax's, made on first use: importing Orbax takes 1.5 s
 
     def _open(self):
         if self._managers is None:
-            ocp = _ocp()
-            writable = not self.read_only
-            # cleanup: half-written saves of a killed run
-            common = dict(create=writable, read_only=self.read_only, cleanup_tmp_directories=writable)
-            # each manager's cross-process barriers get names of their own: an epoch's end
-            # saves to both, and with several processes same-named barriers clashed
-            # ("Barrier ... is already ongoing")
-            latest = ocp.CheckpointManager(
-                os.path.join(self.workdir, "checkpoints"),
-                item_handlers=_handlers(self.streaming),
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=self._keep, multiprocessing_options=_barriers("checkpoints"), **common
-                ),
+            latest, best, self._best_accuracy = stores.open_managers(
+                self.workdir, self._keep, self.streaming, self.read_only
             )
-            best = ocp.CheckpointManager(
-                os.path.join(self.workdir, "best"),
-                item_handlers=_handlers(self.streaming),
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1,
-                    best_fn=lambda m: m["accuracy"],
-                    best_mode="max",
-                    multiprocessing_options=_barriers("best"),
-                    **common,
-                ),
-            )
-            best_accuracy = -1.0
-            best_step = best.best_step()
-            if best_step is not None:
-                try:
-                    best_accuracy = float((best.metrics(best_step) or {}).get("accuracy", -1.0))
-                except Exception:  # unreadable metrics: the best checkpoint is replaced by the next eval
-                    best_accuracy = -1.0
             self._managers = latest, best
-            self._best_accuracy = best_accuracy
         return self._managers
 
     @property
@@ -171,16 +138,13 @@ class Checkpointer:
         Orbax's write run on a background thread. With several processes they run on
         this thread: Orbax's cross-process collectives must not interleave with a step's."""
         self.wait()  # one save in flight at a time; surfaces the previous one's error
-        frozen = _FrozenState(data.get_state()) if data is not None else None
+        frozen = FrozenState(data.get_state()) if data is not None else None
         accuracy = eval_accuracy if eval_accuracy is not None and eval_accuracy > self.best_accuracy else None
         self._pending = step
         if jax.process_count() > 1:
-            self._write(step, _state_tree(state), accuracy, force, frozen)
+            self._write(step, stores.state_tree(state), accuracy, force, frozen)
             return
-        tree = _device_copy(_state_tree(state))
-        if self._worker is None:
-            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
-        self._future = self._worker.submit(self._write, step, tree, accuracy, force, frozen)
+        self._thread.start(self._write, step, device_copy(stores.state_tree(state)), accuracy, force, frozen)
 
     def _write(self, step: int, tree, eval_accuracy: Optional[float], force: bool, data) -> None:
         host = jax.tree_util.tree_map(host_copy, tree)  # one host copy: checksums and finiteness
@@ -195,10 +159,13 @@ class Checkpointer:
             )
         try:
             if step not in self.latest.all_steps():
-                self.latest.save(step, args=_save_args(tree, sums, data), force=force)
+                self.latest.save(step, args=stores.save_args(tree, sums, data), force=force)
             if eval_accuracy is not None:
                 self.best.save(
-                    step, args=_save_args(tree, sums), metrics={"accuracy": float(eval_accuracy)}, force=True
+                    step,
+                    args=stores.save_args(tree, sums),
+                    metrics={"accuracy": float(eval_accuracy)},
+                    force=True,
                 )
                 self.best_accuracy = eval_accuracy
         except Exception as e:
@@ -210,9 +177,7 @@ class Checkpointer:
         if self._pending is None:
             return
         step, self._pending = self._pending, None
-        future, self._future = self._future, None
-        if future is not None:
-            future.result()  # the background part: its error, if any, is raised here
+        self._thread.join()  # the background part: its error, if any, is raised here
         try:
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
@@ -225,27 +190,8 @@ class Checkpointer:
                 manager.close()  # joins Orbax's writer threads before their files are removed
             except Exception:
                 pass
-        # free the space the failed save took; Orbax's writer threads may still be creating
-        # files for a moment, so repeat until nothing reappears for 0.3 s (at most ~6 s)
-        for _ in range(20):
-            left = [
-                os.path.join(str(m.directory), name)
-                for m in (self.latest, self.best)
-                if os.path.isdir(str(m.directory))
-                for name in os.listdir(str(m.directory))
-                if ".orbax-checkpoint-tmp" in name
-            ]
-            if not left:
-                break
-            for path in left:
-                shutil.rmtree(path, ignore_errors=True)
-            time.sleep(0.3)
-        steps = (
-            [int(d) for d in os.listdir(self.latest.directory) if d.isdigit()]
-            if os.path.isdir(self.latest.directory)
-            else []
-        )
-        newest = max(steps) if steps else None
+        stores.remove_unfinished((self.latest, self.best))  # free the space the failed save took
+        newest = stores.newest_step(self.latest)
         cause = first_line(error, with_type=True)
         raise CheckpointWriteError(
             f"could not write checkpoint step {step} in {self.workdir!r} ({cause}); earlier checkpoints "
@@ -255,16 +201,7 @@ class Checkpointer:
 
     # -- restore --
     def _restore(self, manager, step: int, state, data=None):
-        template = _state_tree(state)
-        ocp = _ocp()
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        items = dict(state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore())
-        if data is not None and os.path.isdir(os.path.join(str(manager.directory), str(step), "data")):
-            from grain.checkpoint import CheckpointRestore
-
-            items["data"] = CheckpointRestore(data)  # sets the iterator's state in place
-        out = manager.restore(step, args=ocp.args.Composite(**items))
-        tree, expected = out["state"], out["integrity"]
+        tree, expected = stores.restore_items(manager, step, state, data)
         if expected is None:
             raise ValueError("its checksums are missing")
         verify_checksums(tree, expected)
@@ -276,12 +213,9 @@ class Checkpointer:
         )
 
     def _check_shapes(self, manager, step: int, state) -> None:
-        try:
-            meta = manager.item_metadata(step)["state"]
-        except Exception:
-            return  # unreadable metadata: restoring will tell
+        meta = stores.saved_state_metadata(manager, step)
         if meta is not None:
-            check_same_model(self.workdir, step, meta, _state_tree(state))
+            check_same_model(self.workdir, step, meta, stores.state_tree(state))
 
     def _newest_good(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
         with quiet_orbax_teardown():
@@ -335,67 +269,12 @@ class Checkpointer:
         raise ValueError(f"workdir {self.workdir!r} has no readable checkpoint; train first")
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
+        self._thread.close()
         if self._managers is None:
             return
         self.latest.close()
         self.best.close()
 
 
-class _FrozenState:
-    """An iterator's state read at save time, for grain's checkpoint handler (which calls
-    ``get_state()`` when it writes)."""
-
-    def __init__(self, state: bytes):
-        self._state = state
-
-    def get_state(self) -> bytes:
-        return self._state
-
-
-@functools.lru_cache(maxsize=None)
-def _copier():
-    import jax.numpy as jnp
-
-    return jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
-
-
-def _device_copy(tree):
-    """A copy of the state's arrays made on their devices (one compiled program): the
-    background save reads it while the next step donates the originals."""
-    return _copier()(tree)
-
-
 def _finite(a: np.ndarray) -> bool:
     return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
-
-
-def _ocp():
-    import orbax.checkpoint as ocp
-
-    return ocp
-
-
-def _barriers(prefix: str):
-    return _ocp().options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
-
-
-def _handlers(streaming: bool = False) -> dict:
-    ocp = _ocp()
-    handlers = {"state": ocp.StandardCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
-    if streaming:
-        from grain.checkpoint import CheckpointHandler
-
-        handlers["data"] = CheckpointHandler()  # one JSON file per process
-    return handlers
-
-
-def _save_args(tree, sums, data=None):
-    ocp = _ocp()
-    items = dict(state=ocp.args.StandardSave(tree), integrity=ocp.args.JsonSave(sums))
-    if data is not None:
-        from grain.checkpoint import CheckpointSave
-
-        items["data"] = CheckpointSave(data)  # its state now, before the next step is drawn
-    return ocp.args.Composite(**items)
