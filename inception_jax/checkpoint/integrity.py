@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 import zlib
-from typing import Dict
+from typing import Dict, Union
 
 import jax
 import ml_collections
@@ -58,20 +58,21 @@ def verify_checksums(tree, expected: Dict[str, int]) -> None:
         )
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` whole or not at all (a temporary file renamed); one
-    line naming the path on failure."""
+def write_atomic(
+    path: str, data: Union[str, bytes], fix: str = "free disk space or pick another --workdir"
+) -> None:
+    """Writes ``data`` (text or bytes) to ``path`` whole or not at all (a temporary file
+    renamed); on failure one line naming the path and ``fix``."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
         os.replace(tmp, path)
     except OSError as e:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise ValueError(
-            f"could not write {path} ({e.strerror or e}); free disk space or pick another "
-            "--workdir (the previous copy, if any, is unchanged)"
+            f"could not write {path} ({e.strerror or e}); {fix} (the previous copy, if any, is unchanged)"
         ) from None
 
 

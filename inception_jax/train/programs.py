@@ -46,7 +46,6 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -54,8 +53,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from inception_jax.backends import cpu as cpu_backend
+from inception_jax.checkpoint.integrity import write_atomic
+from inception_jax.errors import first_line
 
 _FORMAT = 1
+_UNWRITABLE = "free disk space or pick another --config.compilation_cache_dir; until then each start traces"
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes")
 
 
@@ -430,14 +432,10 @@ class ProgramCache:
         try:
             header = json.dumps({"format": _FORMAT, "bytes": len(blob), "out": out_spec})
             os.makedirs(self.directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(header.encode() + b"\n" + blob)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            write_atomic(path, header.encode() + b"\n" + bytes(blob), fix=_UNWRITABLE)
             self.writes += 1
         except Exception as e:  # an unwritable cache costs the next start, nothing else
-            self.log(f"program cache: could not write {path} ({type(e).__name__}: {e})")
+            self.log(f"program cache: {first_line(e)}")
 
 
 class _CachedProgram:
