@@ -54,7 +54,8 @@ def jax_train_case(name, batch, size, half=False, weight_decay=0.0):
     import optax
 
     from inception_jax import config as config_lib
-    from inception_jax import models, training
+    from inception_jax import models
+    from inception_jax import train as training
 
     c = config_lib.base_config()
     c.model, c.image_size, c.optimizer, c.learning_rate = name, size, "sgd", 0.01

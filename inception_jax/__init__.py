@@ -17,18 +17,14 @@ __all__ = [
 _MODULES = (
     "backends",
     "checkpoint",
-    "convert",
     "data",
     "export",
     "fid",
-    "layers",
     "metrics",
     "models",
     "nn",
-    "pretrained",
     "taps",
     "train",
-    "training",
     "weights",
 )
 

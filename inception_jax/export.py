@@ -35,6 +35,7 @@ def build(name: str, weights: Optional[str] = None, seed: int = 0) -> Tuple[Any,
     import jax
 
     from inception_jax import models
+    from inception_jax.train.programs import init_variables
     from inception_jax.weights import pretrained
 
     info = models.get_info(name)
@@ -45,7 +46,7 @@ def build(name: str, weights: Optional[str] = None, seed: int = 0) -> Tuple[Any,
         return pretrained.load_pretrained(name, weights, **kw)
     model = models.create(name, **kw)
     size = info.default_input_size
-    return model, models.init(model, jax.random.PRNGKey(seed), (1, size, size, 3))
+    return model, init_variables(model, jax.random.PRNGKey(seed), (1, size, size, 3))
 
 
 def export_model(model, variables, image_size: int, platforms: Sequence[str] = PLATFORMS):

@@ -146,9 +146,10 @@ class FIDNetwork:
         import jax
 
         from inception_jax import models
+        from inception_jax.train.programs import init_variables
 
         model = models.create("fid_inception_v3")
-        return cls(model, models.init(model, jax.random.PRNGKey(seed), (1, 75, 75, 3)))
+        return cls(model, init_variables(model, jax.random.PRNGKey(seed), (1, 75, 75, 3)))
 
 
 _WEIGHTS_HINT = (

@@ -114,20 +114,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _ArgumentError as e:
         return _fail(f"{e} (see --help)")
 
-    from inception_jax import models, pretrained
+    from inception_jax import models
+    from inception_jax.weights import load_pretrained, preprocess, pretrained_config
 
     try:
         info = models.get_info(args.model)
         if args.top < 1 or args.batch_size < 1:
             raise ValueError(f"--top and --batch-size must be positive, got {args.top} and {args.batch_size}")
-        cfg = pretrained.pretrained_config(args.model)
+        cfg = pretrained_config(args.model)
         if cfg.source == "pytorch-fid":
             raise ValueError(
                 f"{args.model} is the FID feature network (1008 outputs of the 2015 TensorFlow "
                 "graph, not named here); score images with python -m inception_jax.fid"
             )
-        batch = pretrained.preprocess(list(args.images), cfg)
-        model, variables = pretrained.load_pretrained(args.model, args.weights, download=not args.no_download)
+        batch = preprocess(list(args.images), cfg)
+        model, variables = load_pretrained(args.model, args.weights, download=not args.no_download)
         if model.num_classes != cfg.num_classes:
             raise ValueError(
                 f"the weights have {model.num_classes} classes, not the "

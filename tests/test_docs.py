@@ -271,7 +271,7 @@ PREAMBLES = {
         "import jax, jax.numpy as jnp\n"
         "import inception_jax\n"
         'model = inception_jax.create("googlenet", aux_logits=False)\n'
-        "variables = inception_jax.models.init(model, jax.random.PRNGKey(0), (1, 64, 64, 3))\n"
+        "variables = inception_jax.train.init_variables(model, jax.random.PRNGKey(0), (1, 64, 64, 3))\n"
         "x = jnp.ones((2, 64, 64, 3))\n"
     ),
 }

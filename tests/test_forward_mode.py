@@ -25,7 +25,7 @@ import pytest
 from model_sizes import FEATURE_EXTRACTORS, package_models
 
 from inception_jax import models
-from inception_jax.models.registry import run_once
+from inception_jax.train.programs import init_variables, run_once
 
 BATCH = 2
 AD_RTOL = 1e-9  # jvp vs <grad, t>, float64
@@ -53,7 +53,7 @@ def _setup(name):
     if info.has_aux and info.min_aux_input_size and size < info.min_aux_input_size:
         kwargs["aux_logits"] = False
     model32 = models.create(name, num_classes=10, **kwargs)
-    variables = jax.device_get(models.init(model32, jax.random.PRNGKey(0), (BATCH, size, size, 3)))
+    variables = jax.device_get(init_variables(model32, jax.random.PRNGKey(0), (BATCH, size, size, 3)))
     x = np.random.RandomState(1).standard_normal((BATCH, size, size, 3))
     model = models.create(name, num_classes=10, dtype=jnp.float64, **kwargs)
     variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variables)

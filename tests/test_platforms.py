@@ -29,6 +29,7 @@ from numerics import tree_rel_l2
 from inception_jax import models
 from inception_jax.backends import cpu_kernels
 from inception_jax.train import combined_loss
+from inception_jax.train.programs import init_variables
 
 # small inputs; v3's aux head needs 299, too slow to differentiate on a CPU, so its
 # train mode runs without it
@@ -56,7 +57,7 @@ def _case(name):
     size = SIZES[name]
     x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, size, size, 3))
     model = models.create(name, num_classes=10, **kwargs)
-    variables = models.init(model, jax.random.PRNGKey(0), x.shape)
+    variables = init_variables(model, jax.random.PRNGKey(0), x.shape)
     return kwargs, jax.device_get(variables), np.asarray(x)
 
 

@@ -1,17 +1,20 @@
-"""Traced programs kept on disk (inception_jax/train/programs.py): a later Runner runs
-the saved program without tracing the step, with the same results as tracing it."""
+"""How programs are compiled and started (inception_jax/train/programs.py): programs
+that run once give what plain ``model.init`` gives, and a later Runner runs a saved
+program without tracing the step, with the same results as tracing it."""
 
 import os
 import shutil
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import reliability_worker  # noqa: F401  (registers tiny_inception: compiles in seconds)
 
 from inception_jax import config as config_lib
+from inception_jax import models, nn
 from inception_jax import train as training
 from inception_jax.data import source
 from inception_jax.train import parallel, programs
@@ -142,6 +145,53 @@ def test_the_loop_caches_programs_only_beside_an_active_compilation_cache():
         assert training.program_cache(c, **sizes) is None
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)
+
+
+# --- programs that run once ---------------------------------------------------------
+
+
+def test_initialisation_is_deterministic():
+    model = models.create("inception_cifar")
+    x = jnp.zeros((1, 32, 32, 3))
+    a = programs.init_variables(model, jax.random.PRNGKey(0), x.shape)
+    b = programs.init_variables(model, jax.random.PRNGKey(0), x.shape)
+    c = programs.init_variables(model, jax.random.PRNGKey(1), x.shape)
+    # the fast-compiling helper gives what plain model.init gives
+    block = nn.InceptionModule(3, 4, 2, 4, 2, 4, 4)
+    chex.assert_trees_all_close(
+        programs.init_variables(block, jax.random.PRNGKey(3), (1, 6, 6, 3)),
+        block.init(jax.random.PRNGKey(3), jnp.zeros((1, 6, 6, 3))),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    chex.assert_trees_all_equal(a, b)
+    assert not np.array_equal(a["params"]["fc"]["kernel"], c["params"]["fc"]["kernel"])
+
+
+def test_the_cpu_options_for_initialisation_give_the_same_variables_bitwise():
+    # run_once's first choice on a CPU (backends.cpu.ONE_OFF_COMPILER_OPTIONS, chosen
+    # for compile time) against plain O0: the same program, the same values. An XLA
+    # that lacks the option (jax 0.11 dropped the older CPU emitters) must fall back to
+    # plain O0 and remember it
+    model = models.create("inception_cifar")
+    rng, x = jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))
+
+    def init(r, x):
+        return model.init(r, x, train=False)
+
+    lowered = jax.jit(init).lower(rng, x)
+    first, plain = programs.one_off_compiler_options("cpu")
+    assert first != plain
+    expected = lowered.compile(compiler_options=plain)(rng, x)
+    try:
+        with_first = lowered.compile(compiler_options=first)(rng, x)
+    except Exception as e:
+        assert "compile option" in str(e), e
+        chex.assert_trees_all_equal(programs.run_once(init, rng, x), expected)
+        assert tuple(sorted(first.items())) in programs._REJECTED_OPTIONS
+        return
+    chex.assert_trees_all_equal(with_first, expected)
+    chex.assert_trees_all_equal(programs.run_once(init, rng, x), expected)
 
 
 def test_a_saved_init_program_gives_the_same_state(setup, tmp_path):

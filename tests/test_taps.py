@@ -11,6 +11,7 @@ import torch_refs
 
 import inception_jax
 from inception_jax import models
+from inception_jax.train.programs import init_variables
 from inception_jax.weights import convert
 
 torch = pytest.importorskip("torch")
@@ -95,7 +96,7 @@ def test_taps_equal_timm_features_only(name):
 
 def test_unknown_tap_names_the_closest_layers():
     model = models.create("googlenet", aux_logits=False)
-    variables = models.init(model, jax.random.PRNGKey(0), (1, 32, 32, 3))
+    variables = init_variables(model, jax.random.PRNGKey(0), (1, 32, 32, 3))
     with pytest.raises(ValueError, match=r"has no layer 'inception4x'; did you mean inception4"):
         inception_jax.intermediate_features(
             model, variables, np.zeros((1, 32, 32, 3), np.float32), layers=["inception4x"]

@@ -4,17 +4,18 @@ model blocks. Without them every model is the same plain JAX program everywhere.
 * ``cpu`` (:func:`cpu_kernels`): hand-written gradients for XLA:CPU. The trainer
   turns them on when it runs on a CPU (``config.cpu_kernels="auto"``).
 
-Imported lazily: ``inception_jax.layers`` reads ``backends.dispatch`` and the CPU
-backend imports the layers.
+A backend plugs its kernels into the building blocks through
+``inception_jax.nn.dispatch``: backends import the blocks, never the other way round.
+Imported lazily: the CPU backend imports JAX and the blocks.
 """
 
 import importlib
 
-__all__ = ["cpu_kernels", "cpu", "dispatch"]
+__all__ = ["cpu_kernels", "cpu"]
 
 
 def __getattr__(name):
-    if name in ("cpu", "dispatch"):
+    if name == "cpu":
         return importlib.import_module(f"inception_jax.backends.{name}")
     if name == "cpu_kernels":
         return importlib.import_module("inception_jax.backends.cpu").cpu_kernels

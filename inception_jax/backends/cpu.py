@@ -38,11 +38,11 @@ import numpy as np
 from jax import lax
 
 from inception_jax import nn as layers
-from inception_jax.backends import dispatch
+from inception_jax.nn import dispatch
 
 Setting = Union[bool, str]
 
-# XLA:CPU options added for programs that run once (initialisation: ``models.registry.
+# XLA:CPU options added for programs that run once (initialisation: ``train.programs.
 # run_once``, at O0 everywhere). XLA's older loop emitters compile the init's random-
 # number kernels sooner than the MLIR fusion emitters, with the same values
 # (tests/test_models.py checks them bitwise). Measured on a 2-core CPU, init compile at

@@ -17,49 +17,54 @@ Faults handled here (docs/reliability.md):
   so the earlier ones stay intact;
 * a workdir holding a run with another model / shapes is refused before anything
   is written.
+
+The :class:`Checkpointer` ties together the Orbax managers (``stores``), the checkpoint
+thread (``background``), the checks (``integrity``) and the quieted Orbax noise
+(``quiet``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
-import json
 import os
-import shutil
-import time
 from typing import Any, Callable, Optional, Tuple
 
 import jax
 import ml_collections
 import numpy as np
 
-from inception_jax.checkpoint.integrity import _host, checksums, write_atomic
-from inception_jax.errors import first_line
-
-# Keys that change the saved arrays' shapes or meaning: resuming with another value
-# would overwrite a different run.
-COMPATIBILITY_KEYS = (
-    "model",
-    "model_kwargs",
-    "num_classes",
-    "dataset",
-    "image_size",
-    "optimizer",
-    "half_precision",
+from inception_jax import config as config_lib
+from inception_jax.checkpoint import stores
+from inception_jax.checkpoint.background import FrozenState, SaveThread, device_copy
+from inception_jax.checkpoint.integrity import (
+    check_config,
+    check_same_model,
+    checksums,
+    host_copy,
+    quarantine,
+    verify_checksums,
 )
+from inception_jax.checkpoint.quiet import quiet_orbax_teardown
+from inception_jax.errors import first_line
 
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (the earlier ones are intact)."""
 
 
-def _state_tree(state) -> dict:
-    return {
-        "step": state.step,
-        "params": state.params,
-        "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state,
-    }
+def check_writable(workdir: str) -> None:
+    """Makes ``workdir`` and writes a probe file there, or fails in one line: before
+    anything is computed, not at the first save."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(
+            f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
+            "--workdir or fix its permissions"
+        ) from None
 
 
 class Checkpointer:
@@ -76,66 +81,23 @@ class Checkpointer:
         self.log = log
         self.read_only = read_only
         self._pending: Optional[int] = None  # the step of the save in flight
-        self._future: Optional[concurrent.futures.Future] = None
-        self._worker: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._thread = SaveThread()
         if not read_only:
-            try:
-                os.makedirs(workdir, exist_ok=True)
-                probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-                with open(probe, "w") as f:
-                    f.write("ok")
-                os.remove(probe)
-            except OSError as e:
-                raise ValueError(
-                    f"workdir {workdir!r} is not writable ({e.strerror}); pick another "
-                    "--workdir or fix its permissions"
-                ) from None
-            self._check_config()
+            check_writable(workdir)
+            check_config(workdir, config, self.has_checkpoints())
         elif not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(f"workdir {workdir!r} has no checkpoints to evaluate; train first")
         self._keep = keep or config.get("keep_checkpoints", 3)
-        from inception_jax import config as config_lib
-
         # a streaming run also saves its grain iterator's state (the item "data")
         self.streaming = config_lib.uses_streaming(config)
         self._managers = None  # Orbax's, made on first use: importing Orbax takes 1.5 s
 
     def _open(self):
         if self._managers is None:
-            ocp = _ocp()
-            writable = not self.read_only
-            # cleanup: half-written saves of a killed run
-            common = dict(create=writable, read_only=self.read_only, cleanup_tmp_directories=writable)
-            # each manager's cross-process barriers get names of their own: an epoch's end
-            # saves to both, and with several processes same-named barriers clashed
-            # ("Barrier ... is already ongoing")
-            latest = ocp.CheckpointManager(
-                os.path.join(self.workdir, "checkpoints"),
-                item_handlers=_handlers(self.streaming),
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=self._keep, multiprocessing_options=_barriers("checkpoints"), **common
-                ),
+            latest, best, self._best_accuracy = stores.open_managers(
+                self.workdir, self._keep, self.streaming, self.read_only
             )
-            best = ocp.CheckpointManager(
-                os.path.join(self.workdir, "best"),
-                item_handlers=_handlers(self.streaming),
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1,
-                    best_fn=lambda m: m["accuracy"],
-                    best_mode="max",
-                    multiprocessing_options=_barriers("best"),
-                    **common,
-                ),
-            )
-            best_accuracy = -1.0
-            best_step = best.best_step()
-            if best_step is not None:
-                try:
-                    best_accuracy = float((best.metrics(best_step) or {}).get("accuracy", -1.0))
-                except Exception:  # unreadable metrics: the best checkpoint is replaced by the next eval
-                    best_accuracy = -1.0
             self._managers = latest, best
-            self._best_accuracy = best_accuracy
         return self._managers
 
     @property
@@ -162,32 +124,6 @@ class Checkpointer:
         d = os.path.join(self.workdir, "checkpoints")
         return os.path.isdir(d) and any(name.isdigit() for name in os.listdir(d))
 
-    # -- config compatibility --
-    def _check_config(self) -> None:
-        path = os.path.join(self.workdir, "config.json")
-        current = {k: _plain(self.config.get(k)) for k in COMPATIBILITY_KEYS}
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    saved = json.load(f)
-            except (OSError, ValueError):
-                saved = None  # unreadable: checkpoints' shapes are still checked when restoring
-            if saved is not None and self.has_checkpoints():
-                diff = {k: (saved.get(k), current[k]) for k in current if saved.get(k) != current[k]}
-                if diff:
-                    k, (old, new) = next(iter(diff.items()))
-                    raise ValueError(
-                        f"workdir {self.workdir!r} holds a run with {k}={old!r}, this config has "
-                        f"{k}={new!r} ({len(diff)} incompatible key(s): {', '.join(diff)}); use another "
-                        "--workdir, or the same config to resume it"
-                    )
-        if jax.process_index() == 0:
-            write_atomic(path, json.dumps(current, indent=1, sort_keys=True))
-            write_atomic(
-                os.path.join(self.workdir, "config_full.json"),
-                self.config.to_json_best_effort(indent=1, sort_keys=True),
-            )
-
     # -- save --
     def latest_step(self) -> Optional[int]:
         return self.latest.latest_step()
@@ -202,19 +138,16 @@ class Checkpointer:
         Orbax's write run on a background thread. With several processes they run on
         this thread: Orbax's cross-process collectives must not interleave with a step's."""
         self.wait()  # one save in flight at a time; surfaces the previous one's error
-        frozen = _FrozenState(data.get_state()) if data is not None else None
+        frozen = FrozenState(data.get_state()) if data is not None else None
         accuracy = eval_accuracy if eval_accuracy is not None and eval_accuracy > self.best_accuracy else None
         self._pending = step
         if jax.process_count() > 1:
-            self._write(step, _state_tree(state), accuracy, force, frozen)
+            self._write(step, stores.state_tree(state), accuracy, force, frozen)
             return
-        tree = _device_copy(_state_tree(state))
-        if self._worker is None:
-            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
-        self._future = self._worker.submit(self._write, step, tree, accuracy, force, frozen)
+        self._thread.start(self._write, step, device_copy(stores.state_tree(state)), accuracy, force, frozen)
 
     def _write(self, step: int, tree, eval_accuracy: Optional[float], force: bool, data) -> None:
-        host = jax.tree_util.tree_map(_host, tree)  # one host copy: checksums and finiteness
+        host = jax.tree_util.tree_map(host_copy, tree)  # one host copy: checksums and finiteness
         sums = checksums(host)
         bad = [k for k, a in jax.tree_util.tree_flatten_with_path(host)[0] if not _finite(a)]
         if bad:
@@ -226,10 +159,13 @@ class Checkpointer:
             )
         try:
             if step not in self.latest.all_steps():
-                self.latest.save(step, args=_save_args(tree, sums, data), force=force)
+                self.latest.save(step, args=stores.save_args(tree, sums, data), force=force)
             if eval_accuracy is not None:
                 self.best.save(
-                    step, args=_save_args(tree, sums), metrics={"accuracy": float(eval_accuracy)}, force=True
+                    step,
+                    args=stores.save_args(tree, sums),
+                    metrics={"accuracy": float(eval_accuracy)},
+                    force=True,
                 )
                 self.best_accuracy = eval_accuracy
         except Exception as e:
@@ -241,9 +177,7 @@ class Checkpointer:
         if self._pending is None:
             return
         step, self._pending = self._pending, None
-        future, self._future = self._future, None
-        if future is not None:
-            future.result()  # the background part: its error, if any, is raised here
+        self._thread.join()  # the background part: its error, if any, is raised here
         try:
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
@@ -256,28 +190,9 @@ class Checkpointer:
                 manager.close()  # joins Orbax's writer threads before their files are removed
             except Exception:
                 pass
-        # free the space the failed save took; Orbax's writer threads may still be creating
-        # files for a moment, so repeat until nothing reappears for 0.3 s (at most ~6 s)
-        for _ in range(20):
-            left = [
-                os.path.join(str(m.directory), name)
-                for m in (self.latest, self.best)
-                if os.path.isdir(str(m.directory))
-                for name in os.listdir(str(m.directory))
-                if ".orbax-checkpoint-tmp" in name
-            ]
-            if not left:
-                break
-            for path in left:
-                shutil.rmtree(path, ignore_errors=True)
-            time.sleep(0.3)
-        steps = (
-            [int(d) for d in os.listdir(self.latest.directory) if d.isdigit()]
-            if os.path.isdir(self.latest.directory)
-            else []
-        )
-        newest = max(steps) if steps else None
-        cause = _one_line(error)
+        stores.remove_unfinished((self.latest, self.best))  # free the space the failed save took
+        newest = stores.newest_step(self.latest)
+        cause = first_line(error, with_type=True)
         raise CheckpointWriteError(
             f"could not write checkpoint step {step} in {self.workdir!r} ({cause}); earlier checkpoints "
             f"are intact (newest: {'step ' + str(newest) if newest is not None else 'none'}); free disk "
@@ -286,25 +201,10 @@ class Checkpointer:
 
     # -- restore --
     def _restore(self, manager, step: int, state, data=None):
-        template = _state_tree(state)
-        ocp = _ocp()
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        items = dict(state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore())
-        if data is not None and os.path.isdir(os.path.join(str(manager.directory), str(step), "data")):
-            from grain.checkpoint import CheckpointRestore
-
-            items["data"] = CheckpointRestore(data)  # sets the iterator's state in place
-        out = manager.restore(step, args=ocp.args.Composite(**items))
-        tree, expected = out["state"], out["integrity"]
+        tree, expected = stores.restore_items(manager, step, state, data)
         if expected is None:
             raise ValueError("its checksums are missing")
-        actual = checksums(tree)
-        bad = [k for k in expected if actual.get(k) != expected[k]]
-        if bad or set(actual) != set(expected):
-            raise ValueError(
-                f"checksum mismatch in {len(bad) or 'the set of'} array(s)"
-                + (f", e.g. {bad[0]}" if bad else "")
-            )
+        verify_checksums(tree, expected)
         return state.replace(
             step=tree["step"],
             params=tree["params"],
@@ -313,44 +213,12 @@ class Checkpointer:
         )
 
     def _check_shapes(self, manager, step: int, state) -> None:
-        """A readable checkpoint of another model is an incompatible run, not a corrupt one."""
-        try:
-            meta = manager.item_metadata(step)["state"]
-        except Exception:
-            return  # unreadable metadata: restoring will tell
-        if meta is None:
-            return
-
-        def shapes(tree):  # params and batch_stats: nested dicts on both sides
-            return {
-                jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)))
-                for p, x in jax.tree_util.tree_flatten_with_path(
-                    {"params": tree["params"], "batch_stats": tree["batch_stats"]}
-                )[0]
-            }
-
-        expected = shapes(_state_tree(state))
-        try:
-            saved = shapes(meta)
-        except Exception:
-            return
-        if saved and saved.keys() != expected.keys():
-            missing = sorted(expected.keys() - saved.keys())[:1] or sorted(saved.keys() - expected.keys())[:1]
-            raise ValueError(
-                f"workdir {self.workdir!r}: checkpoint step {step} holds another model "
-                f"(differs at {missing[0]}); use another --workdir or the config that "
-                "wrote it"
-            )
-        for k, shape in saved.items():
-            if expected.get(k) != shape:
-                raise ValueError(
-                    f"workdir {self.workdir!r}: checkpoint step {step} has {k} of shape "
-                    f"{shape}, this config builds {expected.get(k)}; use another "
-                    "--workdir or the config that wrote it"
-                )
+        meta = stores.saved_state_metadata(manager, step)
+        if meta is not None:
+            check_same_model(self.workdir, step, meta, stores.state_tree(state))
 
     def _newest_good(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
-        with _quiet_orbax_teardown():
+        with quiet_orbax_teardown():
             return self._newest_good_inner(manager, state, what, data)
 
     def _newest_good_inner(self, manager, state, what: str, data=None) -> Tuple[Any, Optional[int]]:
@@ -366,9 +234,9 @@ class Checkpointer:
             except Exception as e:
                 moved = self._quarantine(manager, step)
                 older = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "none left"
+                cause = first_line(e, with_type=True)
                 self.log(
-                    f"{what} checkpoint step {step} is unreadable ({_one_line(e)}); moved it to "
-                    f"{moved}; {older}"
+                    f"{what} checkpoint step {step} is unreadable ({cause}); moved it to {moved}; {older}"
                 )
         if steps and not self.read_only:
             manager.reload()
@@ -377,18 +245,7 @@ class Checkpointer:
     def _quarantine(self, manager, step: int) -> str:
         if self.read_only:
             return "nowhere (read-only: left in place)"
-        src = os.path.join(str(manager.directory), str(step))
-        dest = os.path.join(
-            self.workdir, "corrupt", f"{os.path.basename(str(manager.directory))}-{step}-{int(time.time())}"
-        )
-        if jax.process_index() == 0 and os.path.exists(src):
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            shutil.move(src, dest)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"quarantine-{step}")
-        return dest
+        return quarantine(self.workdir, str(manager.directory), step)
 
     def restore_latest(self, state, data=None) -> Tuple[Any, int]:
         """The newest good checkpoint (corrupt newer ones are moved aside), or ``state`` at 0;
@@ -412,135 +269,12 @@ class Checkpointer:
         raise ValueError(f"workdir {self.workdir!r} has no readable checkpoint; train first")
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
+        self._thread.close()
         if self._managers is None:
             return
         self.latest.close()
         self.best.close()
 
 
-class _FrozenState:
-    """An iterator's state read at save time, for grain's checkpoint handler (which calls
-    ``get_state()`` when it writes)."""
-
-    def __init__(self, state: bytes):
-        self._state = state
-
-    def get_state(self) -> bytes:
-        return self._state
-
-
-@functools.lru_cache(maxsize=None)
-def _copier():
-    import jax.numpy as jnp
-
-    return jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
-
-
-def _device_copy(tree):
-    """A copy of the state's arrays made on their devices (one compiled program): the
-    background save reads it while the next step donates the originals."""
-    return _copier()(tree)
-
-
 def _finite(a: np.ndarray) -> bool:
     return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
-
-
-def quiet_orbax_logs() -> None:
-    """For the command line: Orbax logs each failure of its writer threads with tracebacks
-    (and Python prints its asyncio teardown noise); the Checkpointer reports every failure
-    that matters in one line, so those are dropped."""
-    import logging
-    import sys
-
-    class DropOrbax(logging.Filter):
-        def filter(self, record):
-            return "orbax" not in record.pathname or record.levelno >= logging.CRITICAL
-
-    for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
-        handler.addFilter(DropOrbax())
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited")
-    previous = sys.unraisablehook
-
-    def hook(info):
-        if not _is_teardown_noise(info):
-            previous(info)
-
-    sys.unraisablehook = hook
-
-
-def _is_teardown_noise(info) -> bool:
-    return isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value)
-
-
-class _quiet_orbax_teardown:
-    """A failed Orbax read leaves callbacks for a closed asyncio loop, which Python prints
-    as 'Exception ignored ... Event loop is closed' tracebacks; we already reported the
-    failure in one line."""
-
-    def __enter__(self):
-        import sys
-
-        self._previous = sys.unraisablehook
-
-        def hook(info):
-            if not _is_teardown_noise(info):
-                self._previous(info)
-
-        sys.unraisablehook = hook
-
-    def __exit__(self, *exc):
-        import gc
-        import sys
-
-        gc.collect()  # let those callbacks be dropped while the hook is in place
-        sys.unraisablehook = self._previous
-        return False
-
-
-def _ocp():
-    import orbax.checkpoint as ocp
-
-    return ocp
-
-
-def _barriers(prefix: str):
-    return _ocp().options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
-
-
-def _handlers(streaming: bool = False) -> dict:
-    ocp = _ocp()
-    handlers = {"state": ocp.StandardCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
-    if streaming:
-        from grain.checkpoint import CheckpointHandler
-
-        handlers["data"] = CheckpointHandler()  # one JSON file per process
-    return handlers
-
-
-def _save_args(tree, sums, data=None):
-    ocp = _ocp()
-    items = dict(state=ocp.args.StandardSave(tree), integrity=ocp.args.JsonSave(sums))
-    if data is not None:
-        from grain.checkpoint import CheckpointSave
-
-        items["data"] = CheckpointSave(data)  # its state now, before the next step is drawn
-    return ocp.args.Composite(**items)
-
-
-def _one_line(error: Exception) -> str:
-    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
-
-
-def _plain(value):
-    if isinstance(value, ml_collections.ConfigDict):
-        return {k: _plain(v) for k, v in sorted(value.items())}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -19,13 +19,12 @@ from inception_jax.models.googlenet import GoogLeNet
 from inception_jax.models.inception_resnet_v2 import InceptionResNetV2
 from inception_jax.models.inception_v3 import InceptionV3
 from inception_jax.models.inception_v4 import InceptionV4
-from inception_jax.models.registry import ModelInfo, Pretrained, create, get_info, init, list_models
+from inception_jax.models.registry import ModelInfo, Pretrained, create, get_info, list_models
 
 __all__ = [
     "create",
     "list_models",
     "get_info",
-    "init",
     "ModelInfo",
     "Pretrained",
     "GoogLeNet",

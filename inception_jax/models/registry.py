@@ -1,4 +1,6 @@
-"""Model registry: ``create(name, ...)`` and ``list_models()``."""
+"""Model registry: ``register`` a model, ``create(name, ...)`` one, ``get_info`` to
+describe it and ``list_models()``. Compiling and running models is the caller's
+business (``inception_jax.train.programs.init_variables`` makes their variables)."""
 
 from __future__ import annotations
 
@@ -130,54 +132,3 @@ def create(
         raise ValueError(
             f"{name}: unknown option(s) {bad or kwargs}; accepted: {', '.join(allowed)} ({e})"
         ) from None
-
-
-def init(model, rng, input_shape, dtype=jnp.float32):
-    """``model.init`` for an input of ``input_shape``, compiled once without XLA backend
-    optimisation (``run_once``). Returns the variables dict."""
-    import jax  # local: keep the registry import-light
-
-    x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
-    return run_once(lambda rng, x: model.init(rng, x, train=False), rng, x)
-
-
-def one_off_compiler_options(platform: str = ""):
-    """The compiler options ``run_once`` tries, best first: O0, and on a CPU the CPU
-    backend's ``ONE_OFF_COMPILER_OPTIONS`` with it."""
-    import jax
-
-    level = {"xla_backend_optimization_level": 0}
-    if (platform or jax.default_backend()) == "cpu":
-        from inception_jax.backends import cpu
-
-        return [{**level, **cpu.ONE_OFF_COMPILER_OPTIONS}, level]
-    return [level]
-
-
-_REJECTED_OPTIONS: set = set()  # option sets this process's XLA did not take
-
-
-def run_once(fn, *args):
-    """``fn(*args)`` as one compiled program, compiled without XLA backend optimisation:
-    for work that runs a single time (initialisation), compiling fast (about 2x sooner
-    on a CPU) matters more than running fast. ``jax.ShapeDtypeStruct`` arguments are
-    passed as zeros."""
-    import jax
-
-    lowered = jax.jit(fn).lower(*args)
-    compiled = None
-    for options in one_off_compiler_options():
-        key = tuple(sorted(options.items()))
-        if key in _REJECTED_OPTIONS:
-            continue
-        try:
-            compiled = lowered.compile(compiler_options=options)
-            break
-        except Exception:  # a backend or XLA version that does not take an option
-            # (jax 0.11's XLA has no xla_cpu_use_fusion_emitters); finding out cost
-            # 0.45 s for googlenet's init there, so ask once per process
-            _REJECTED_OPTIONS.add(key)
-    if compiled is None:
-        compiled = lowered.compile()
-    concrete = [jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in args]
-    return compiled(*concrete)

@@ -19,7 +19,8 @@ Conventions used throughout the package:
 
 Modules: ``pooling`` (torch-semantics pools), ``norm`` (BatchNorm and cross-device
 statistics), ``conv`` (``BasicConv``, conv branches, the classifier layer), ``blocks``
-(the Inception blocks). Everything is re-exported here: ``inception_jax.nn.BasicConv``.
+(the Inception blocks), ``dispatch`` (where a platform backend plugs in its kernels).
+Everything but ``dispatch`` is re-exported here: ``inception_jax.nn.BasicConv``.
 """
 
 from inception_jax.nn.blocks import (

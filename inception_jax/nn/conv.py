@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from inception_jax.backends import dispatch
+from inception_jax.nn import dispatch
 from inception_jax.nn.norm import BatchNorm
 from inception_jax.nn.pooling import IntPair, _pair
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from inception_jax.backends import dispatch
+from inception_jax.nn import dispatch
 
 Dtype = Any
 IntPair = Union[int, Tuple[int, int]]

@@ -1,7 +1,8 @@
 """Training: the optimiser and schedule (``optim``), the per-device train and eval
 steps (``steps``), running them on devices (``parallel``), the data adapters
 (``inputs``), stop signals (``signals``) and ``train_and_evaluate(config, workdir)``
-(``loop``), traced programs kept on disk (``programs``). Everything is re-exported here."""
+(``loop``), and how programs are compiled and started (``programs``: programs run
+once, the CPU kernels, traced programs kept on disk). Everything is re-exported here."""
 
 from inception_jax.train.inputs import (
     InMemoryData,
@@ -15,7 +16,6 @@ from inception_jax.train.loop import (
     build_model,
     evaluate_workdir,
     init_from_pretrained,
-    program_cache,
     step_config,
     train_and_evaluate,
 )
@@ -25,6 +25,11 @@ from inception_jax.train.optim import (
 )
 from inception_jax.train.parallel import (
     Runner,
+)
+from inception_jax.train.programs import (
+    init_variables,
+    program_cache,
+    run_once,
 )
 from inception_jax.train.signals import (
     StopRequest,
@@ -60,12 +65,14 @@ __all__ = [
     "evaluate",
     "evaluate_workdir",
     "init_from_pretrained",
+    "init_variables",
     "load_datasets",
     "make_optimizer",
     "make_schedule",
     "open_data",
     "prepare_images",
     "program_cache",
+    "run_once",
     "step_config",
     "train_and_evaluate",
     "train_step",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -18,11 +20,11 @@ import optax
 
 from inception_jax import config as config_lib
 from inception_jax import models
-from inception_jax.backends import cpu as cpu_backend
 from inception_jax.errors import first_line
 from inception_jax.train.inputs import StreamingData, open_data
 from inception_jax.train.optim import make_optimizer, make_schedule
 from inception_jax.train.parallel import Runner
+from inception_jax.train.programs import program_cache, use_cpu_kernels
 from inception_jax.train.signals import StopRequest
 from inception_jax.train.steps import (
     AXIS,
@@ -53,7 +55,7 @@ def step_config(config, streaming: bool = False) -> StepConfig:
         mean=tuple(float(v) for v in config.mean),
         std=tuple(float(v) for v in config.std),
         resize_to=0 if streaming else int(config.get("resize_to", 0)),
-        cpu_kernels=cpu_backend.resolve(config.cpu_kernels),
+        cpu_kernels=use_cpu_kernels(config.cpu_kernels),
     )
 
 
@@ -62,11 +64,10 @@ def init_from_pretrained(state: TrainState, config) -> Tuple[TrainState, str]:
     ``save_pretrained`` directory) wherever name and shape agree. Classifier / aux
     heads whose shape differs (another class count) or that the file lacks keep
     their fresh initialisation; any other difference is an error (another model)."""
-    from inception_jax import weights as pretrained
-    from inception_jax.weights import merge_params
+    from inception_jax.weights import load_pretrained, merge_params
 
     path = os.path.expanduser(config.init_from)
-    _, loaded = pretrained.load_pretrained(config.model, path, download=False)
+    _, loaded = load_pretrained(config.model, path, download=False)
     info = models.get_info(config.model)
     heads = {info.classifier, *info.aux_prefixes}
 
@@ -116,44 +117,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         return _train(config, workdir, stop)
 
 
-# Settings that do not change what the train and eval programs compute
-_NOT_TRACED = (
-    "log_every_steps",
-    "checkpoint_every_steps",
-    "keep_checkpoints",
-    "stop_at_step",
-    "compilation_cache_dir",
-    "cache_traced_programs",
-    "pipeline_workers",
-    "bad_records",
-    "on_nonfinite",
-    "max_rollbacks",
-)
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What stays fixed while a run trains: the config, the places it reads and writes,
+    and the sizes of the run. The training state is kept in the loop's locals."""
 
-
-def program_cache(config, *, num_classes: int, steps_per_epoch: int, total_steps: int, log=print):
-    """A ``ProgramCache`` beside JAX's persistent compilation cache, or None: only with
-    ``config.compilation_cache_dir`` and ``config.cache_traced_programs`` set, JAX's
-    cache on, one process, the shard_map runner and the model's code in a source file.
-
-    The key holds the config and the values the programs close over that come from
-    the data rather than the config: the class count and the schedule's steps per
-    epoch and total steps."""
-    xla_dir = jax.config.values.get("jax_compilation_cache_dir")
-    if not (config.compilation_cache_dir and config.cache_traced_programs and xla_dir):
-        return None
-    if jax.process_count() > 1 or config.parallel != "shard_map":
-        return None
-    from inception_jax.train.programs import ProgramCache, unkeyed_code
-
-    reason = unkeyed_code([models.get_info(config.model).builder])
-    if reason:
-        log(f"traced programs not kept: {reason}")
-        return None
-    traced = {k: v for k, v in config.to_dict().items() if k not in _NOT_TRACED}
-    derived = {"num_classes": num_classes, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
-    key = json.dumps({"config": traced, "derived": derived}, sort_keys=True, default=repr)
-    return ProgramCache(os.path.normpath(os.path.expanduser(xla_dir)) + "-programs", key, log=log)
+    config: ml_collections.ConfigDict
+    workdir: str
+    ckpt: Any
+    data: Any
+    runner: Runner
+    logger: Any
+    schedule: Any
+    skips: "_SkippedSteps"
+    data_key: Any
+    steps_per_epoch: int
+    total_steps: int
 
 
 def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
@@ -164,53 +143,28 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
     say = print if main_process else (lambda text: None)
     ckpt = ckpt_lib.Checkpointer(workdir, config, log=say)  # checks workdir and config early
     data = open_data(config)
-    num_classes = data.num_classes
-    if data.max_label >= num_classes:
-        raise ValueError(
-            f"config.num_classes={num_classes}: the data has label {data.max_label}; "
-            "raise num_classes or use -1"
-        )
-    steps_per_epoch = data.steps_per_epoch
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"config.batch_size={config.batch_size}: larger than the {data.num_train} "
-            "training examples; lower it"
-        )
-    total_steps = (
-        config.num_train_steps
-        if config.num_train_steps > 0
-        else int(math.ceil(config.num_epochs * steps_per_epoch))
-    )
-
-    model = build_model(config, num_classes)
+    steps_per_epoch, total_steps = _run_length(config, data)
+    model = build_model(config, data.num_classes)
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
     init_rng, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
     programs = program_cache(
-        config, num_classes=num_classes, steps_per_epoch=steps_per_epoch, total_steps=total_steps, log=say
+        config,
+        num_classes=data.num_classes,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        log=say,
     )
-    size = config_lib.input_size(config)
-    streaming = isinstance(data, StreamingData)
-    runner = Runner(model, step_config(config, streaming), config.parallel, programs=programs)
-
-    def restore_or_init():
-        """(state on the devices, its step): the newest readable checkpoint, else the
-        initial state (the same one on every call)."""
-        state, step = None, 0
-        if ckpt.has_checkpoints():  # restore into the shapes, skip the init program
-            target = abstract_train_state(model, init_rng, size, tx, programs)
-            state, step = ckpt.restore_latest(target, data=data.checkpoint_item)
-        if step == 0:  # a new run, or no readable checkpoint left
-            state = create_train_state(model, init_rng, size, tx, programs)
-            if config.init_from:
-                state, note = init_from_pretrained(state, config)
-                say(note)
-        return runner.put_replicated(state), step
+    runner = Runner(
+        model, step_config(config, isinstance(data, StreamingData)), config.parallel, programs=programs
+    )
+    restore_or_init = functools.partial(
+        _restore_or_init, config, ckpt, runner, data, model, tx, init_rng, programs, say
+    )
 
     state, start_step = restore_or_init()
     data.place(runner, start_step)
     data_key = runner.put_replicated(data_key) if config.parallel == "shard_map" else data_key
-
     logger = metrics_lib.MetricsLogger(
         workdir,
         total_steps,
@@ -225,138 +179,21 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         logger.line(f"Resumed from step {start_step}")
     if data.skipped:
         logger.line(f"Skipped {data.skipped} undecodable records")
-    skips = _SkippedSteps(workdir, write=main_process)
-    steps_per_call = _steps_per_call(config, logger.line)
-    stop_at = config.stop_at_step if config.stop_at_step > 0 else total_steps
-    last_eval: Dict[str, float] = {}
-    epoch_metrics = None
-    window = None
-    step = start_step
-    stopped_by = None
-    rollbacks = 0
-    check_each_step_until = 0  # after a rollback: each step's loss is checked until here
-    t_window = time.time()
-
-    def finish_epoch(epoch_index: int, partial: bool):
-        nonlocal epoch_metrics, last_eval
-        train_m = runner.metrics(epoch_metrics) if epoch_metrics is not None else None
-        ev = data.evaluate(state)
-        last_eval = ev
-        tl = train_m["loss_sum"] / train_m["count"] if train_m else float("nan")
-        ta = train_m["correct"] / train_m["count"] if train_m else float("nan")
-        if train_m:
-            _check_finite(tl, f"in epoch {epoch_index + 1} (step {step})", ckpt)
-        logger.epoch(
-            epoch_index + 1,
-            step,
-            tl,
-            ta,
-            ev["accuracy"],
-            ev["loss"],
-            float(schedule(step - 1)),
-            partial=partial,
-        )
-        ckpt.save(
-            step,
-            runner.unreplicate(state),
-            eval_accuracy=ev["accuracy"],
-            force=True,
-            data=data.checkpoint_item,
-        )
-        epoch_metrics = None
-
+    run = _Run(
+        config=config,
+        workdir=workdir,
+        ckpt=ckpt,
+        data=data,
+        runner=runner,
+        logger=logger,
+        schedule=schedule,
+        skips=_SkippedSteps(workdir, write=main_process),
+        data_key=data_key,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
     try:
-        end = min(total_steps, stop_at)
-        while step < end:
-            try:
-                # A save has committed before the next step runs: a kill loses at most
-                # checkpoint_every_steps steps, whatever log_every_steps is. (The host copy,
-                # checksums and Orbax's write run on the checkpoint thread.)
-                ckpt.wait()
-                checking = step < check_each_step_until
-                if step + 1 in skips:  # a batch that made the loss non-finite before
-                    n, m = 1, None
-                else:
-                    n = (
-                        1
-                        if checking
-                        else _steps_this_call(config, steps_per_call, step, end, steps_per_epoch, skips)
-                    )
-                    before = jax.tree_util.tree_map(jnp.copy, state) if checking else None
-                    if n > 1:
-                        state, m = runner.train_many(state, *data.train_steps_args(step, n), data_key)
-                    else:
-                        state, m = runner.train(state, *data.train_args(step), data_key)
-                    if checking and not _finite_loss(runner.metrics(m)):
-                        state, m = before, None
-                        skips.add(step + 1)
-                        logger.line(
-                            f"Skipped the batch of step {step + 1}: its loss was not finite "
-                            f"(config.on_nonfinite='rollback')"
-                        )
-                step += n
-                if m is not None:
-                    epoch_metrics = (
-                        m if epoch_metrics is None else jax.tree_util.tree_map(jnp.add, epoch_metrics, m)
-                    )
-                    window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
-                if (step % config.log_every_steps == 0 or step == total_steps) and window is not None:
-                    w = runner.metrics(window)
-                    loss = w["loss_sum"] / max(w["count"], 1)
-                    _check_finite(loss, f"at step {step}", ckpt)
-                    now = time.time()
-                    logger.progress(step, loss, w["count"] / max(now - t_window, 1e-9))
-                    window, t_window = None, now
-                if stop.should_stop(step):
-                    stopped_by = stop.reason
-                    ckpt.save(step, runner.unreplicate(state), force=True, data=data.checkpoint_item)
-                    ckpt.wait()
-                    logger.line(
-                        f"Stopped by {stopped_by} after step {step}: checkpoint saved in "
-                        f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume"
-                    )
-                    break
-                if (
-                    config.checkpoint_every_steps > 0
-                    and step % config.checkpoint_every_steps == 0
-                    and step % steps_per_epoch != 0
-                ):
-                    ckpt.save(step, runner.unreplicate(state), data=data.checkpoint_item)
-                if step % steps_per_epoch == 0:
-                    # the interval of the next progress line leaves out the evaluation: its
-                    # rate covers exactly its steps and the time they took
-                    jax.block_until_ready(state)
-                    paused = time.time()
-                    finish_epoch(step // steps_per_epoch - 1, partial=False)
-                    t_window += time.time() - paused
-            except FloatingPointError as error:
-                if config.on_nonfinite != "rollback":
-                    raise
-                rollbacks += 1
-                if rollbacks > config.max_rollbacks:
-                    raise FloatingPointError(
-                        f"training loss stayed non-finite after {config.max_rollbacks} rollbacks "
-                        f"(config.max_rollbacks); stopped at step {step}; the last good checkpoint "
-                        f"(step {ckpt.latest_step()}) is kept. Lower --config.learning_rate or enable "
-                        "--config.grad_clip_norm"
-                    ) from None
-                _close_quietly(ckpt.wait)  # a save of the non-finite state is dropped
-                check_each_step_until = max(step, check_each_step_until)
-                state, step = restore_or_init()
-                epoch_metrics = window = None
-                t_window = time.time()
-                logger.line(
-                    f"Rolled back to step {step} ({first_line(error)}); replaying to step "
-                    f"{check_each_step_until} with each step's loss checked "
-                    f"(rollback {rollbacks} of {config.max_rollbacks})"
-                )
-        if stopped_by is None and (epoch_metrics is not None or step == start_step):
-            # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
-            finish_epoch(
-                step // steps_per_epoch if step % steps_per_epoch else step // steps_per_epoch - 1,
-                partial=True,
-            )
-        ckpt.wait()
+        state, step, last_eval, stopped_by = _train_steps(run, state, start_step, stop, restore_or_init)
     except BaseException:
         # the error in flight is the one the user sees: one raised while closing (a
         # pending save's, say) never replaces it
@@ -371,6 +208,191 @@ def _train(config, workdir: str, stop: StopRequest) -> Dict[str, Any]:
         "state": runner.unreplicate(state),
         "stopped_by": stopped_by,
     }
+
+
+def _run_length(config, data) -> Tuple[int, int]:
+    """(steps per epoch, total steps), after checking that the data fits the config."""
+    if data.max_label >= data.num_classes:
+        raise ValueError(
+            f"config.num_classes={data.num_classes}: the data has label {data.max_label}; "
+            "raise num_classes or use -1"
+        )
+    steps_per_epoch = data.steps_per_epoch
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"config.batch_size={config.batch_size}: larger than the {data.num_train} "
+            "training examples; lower it"
+        )
+    if config.num_train_steps > 0:
+        return steps_per_epoch, config.num_train_steps
+    return steps_per_epoch, int(math.ceil(config.num_epochs * steps_per_epoch))
+
+
+def _restore_or_init(config, ckpt, runner, data, model, tx, init_rng, programs, say):
+    """(state on the devices, its step): the newest readable checkpoint, else the
+    initial state (the same one on every call)."""
+    size = config_lib.input_size(config)
+    state, step = None, 0
+    if ckpt.has_checkpoints():  # restore into the shapes, skip the init program
+        target = abstract_train_state(model, init_rng, size, tx, programs)
+        state, step = ckpt.restore_latest(target, data=data.checkpoint_item)
+    if step == 0:  # a new run, or no readable checkpoint left
+        state = create_train_state(model, init_rng, size, tx, programs)
+        if config.init_from:
+            state, note = init_from_pretrained(state, config)
+            say(note)
+    return runner.put_replicated(state), step
+
+
+def _train_steps(run: _Run, state, step: int, stop: StopRequest, restore_or_init):
+    """Trains from ``step`` to the end (or a stop request): (state, step, the last
+    evaluation, what stopped the run or None)."""
+    config, ckpt, start_step = run.config, run.ckpt, step
+    end = min(run.total_steps, config.stop_at_step if config.stop_at_step > 0 else run.total_steps)
+    steps_per_call = _steps_per_call(config, run.logger.line)
+    last_eval: Dict[str, float] = {}
+    epoch_metrics = window = stopped_by = None
+    rollbacks = 0
+    check_each_step_until = 0  # after a rollback: each step's loss is checked until here
+    t_window = time.time()
+    while step < end:
+        try:
+            # A save has committed before the next step runs: a kill loses at most
+            # checkpoint_every_steps steps, whatever log_every_steps is. (The host copy,
+            # checksums and Orbax's write run on the checkpoint thread.)
+            ckpt.wait()
+            state, m, n = _next_call(run, state, step, end, steps_per_call, step < check_each_step_until)
+            step += n
+            if m is not None:
+                epoch_metrics, window = _add(epoch_metrics, m), _add(window, m)
+            if (step % config.log_every_steps == 0 or step == run.total_steps) and window is not None:
+                t_window, window = _log_progress(run, step, window, t_window), None
+            if stop.should_stop(step):
+                stopped_by = stop.reason
+                _save_and_stop(run, state, step, stopped_by)
+                break
+            if (
+                config.checkpoint_every_steps > 0
+                and step % config.checkpoint_every_steps == 0
+                and step % run.steps_per_epoch != 0
+            ):
+                ckpt.save(step, run.runner.unreplicate(state), data=run.data.checkpoint_item)
+            if step % run.steps_per_epoch == 0:
+                # the interval of the next progress line leaves out the evaluation: its
+                # rate covers exactly its steps and the time they took
+                jax.block_until_ready(state)
+                paused = time.time()
+                last_eval = run.data.evaluate(state)
+                _finish_epoch(run, state, step, step // run.steps_per_epoch - 1, epoch_metrics, last_eval)
+                epoch_metrics = None
+                t_window += time.time() - paused
+        except FloatingPointError as error:
+            if config.on_nonfinite != "rollback":
+                raise
+            rollbacks += 1
+            _check_rollbacks(run, rollbacks, step)
+            _close_quietly(ckpt.wait)  # a save of the non-finite state is dropped
+            check_each_step_until = max(step, check_each_step_until)
+            state, step = restore_or_init()
+            epoch_metrics = window = None
+            t_window = time.time()
+            run.logger.line(
+                f"Rolled back to step {step} ({first_line(error)}); replaying to step "
+                f"{check_each_step_until} with each step's loss checked "
+                f"(rollback {rollbacks} of {config.max_rollbacks})"
+            )
+    if stopped_by is None and (epoch_metrics is not None or step == start_step):
+        # a run that stops mid-epoch (num_train_steps, stop_at_step) still reports
+        epoch_index = step // run.steps_per_epoch - (0 if step % run.steps_per_epoch else 1)
+        last_eval = run.data.evaluate(state)
+        _finish_epoch(run, state, step, epoch_index, epoch_metrics, last_eval, partial=True)
+    ckpt.wait()
+    return state, step, last_eval, stopped_by
+
+
+def _next_call(run: _Run, state, step: int, end: int, steps_per_call: int, checking: bool):
+    """One call of the train program: (state, its summed metrics or None, the steps it
+    covered). A batch that made the loss non-finite before is skipped; while
+    ``checking``, a step whose loss is not finite is undone and its batch skipped."""
+    if step + 1 in run.skips:  # a batch that made the loss non-finite before
+        return state, None, 1
+    n = (
+        1
+        if checking
+        else _steps_this_call(run.config, steps_per_call, step, end, run.steps_per_epoch, run.skips)
+    )
+    before = jax.tree_util.tree_map(jnp.copy, state) if checking else None
+    if n > 1:
+        state, m = run.runner.train_many(state, *run.data.train_steps_args(step, n), run.data_key)
+    else:
+        state, m = run.runner.train(state, *run.data.train_args(step), run.data_key)
+    if checking and not _finite_loss(run.runner.metrics(m)):
+        run.skips.add(step + 1)
+        run.logger.line(
+            f"Skipped the batch of step {step + 1}: its loss was not finite (config.on_nonfinite='rollback')"
+        )
+        return before, None, n
+    return state, m, n
+
+
+def _add(total, metrics):
+    return metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
+
+
+def _log_progress(run: _Run, step: int, window, since: float) -> float:
+    """Logs the loss and rate of the steps summed in ``window`` since ``since``; returns now."""
+    w = run.runner.metrics(window)
+    loss = w["loss_sum"] / max(w["count"], 1)
+    _check_finite(loss, f"at step {step}", run.ckpt)
+    now = time.time()
+    run.logger.progress(step, loss, w["count"] / max(now - since, 1e-9))
+    return now
+
+
+def _save_and_stop(run: _Run, state, step: int, reason: str) -> None:
+    run.ckpt.save(step, run.runner.unreplicate(state), force=True, data=run.data.checkpoint_item)
+    run.ckpt.wait()
+    run.logger.line(
+        f"Stopped by {reason} after step {step}: checkpoint saved in "
+        f"{os.path.join(run.workdir, 'checkpoints')}; rerun the same command to resume"
+    )
+
+
+def _finish_epoch(run: _Run, state, step: int, epoch_index: int, epoch_metrics, ev, partial: bool = False):
+    """Logs the epoch's train metrics and its evaluation ``ev``, and saves a checkpoint
+    (the best one too when ``ev`` is the best accuracy so far)."""
+    train_m = run.runner.metrics(epoch_metrics) if epoch_metrics is not None else None
+    tl = train_m["loss_sum"] / train_m["count"] if train_m else float("nan")
+    ta = train_m["correct"] / train_m["count"] if train_m else float("nan")
+    if train_m:
+        _check_finite(tl, f"in epoch {epoch_index + 1} (step {step})", run.ckpt)
+    run.logger.epoch(
+        epoch_index + 1,
+        step,
+        tl,
+        ta,
+        ev["accuracy"],
+        ev["loss"],
+        float(run.schedule(step - 1)),
+        partial=partial,
+    )
+    run.ckpt.save(
+        step,
+        run.runner.unreplicate(state),
+        eval_accuracy=ev["accuracy"],
+        force=True,
+        data=run.data.checkpoint_item,
+    )
+
+
+def _check_rollbacks(run: _Run, rollbacks: int, step: int) -> None:
+    if rollbacks > run.config.max_rollbacks:
+        raise FloatingPointError(
+            f"training loss stayed non-finite after {run.config.max_rollbacks} rollbacks "
+            f"(config.max_rollbacks); stopped at step {step}; the last good checkpoint "
+            f"(step {run.ckpt.latest_step()}) is kept. Lower --config.learning_rate or enable "
+            "--config.grad_clip_norm"
+        ) from None
 
 
 def _finite_loss(metrics: Dict[str, float]) -> bool:

@@ -1,4 +1,13 @@
-"""Traced programs kept on disk, so that a restart skips tracing and lowering.
+"""How the training programs are compiled and started: the start-up strategy in one
+place.
+
+* Programs that run once (initialisation): :func:`run_once` compiles them without XLA
+  backend optimisation, with the CPU backend's one-off options where XLA takes them;
+  :func:`init_variables` makes a model's variables that way.
+* The CPU backend's kernels: :func:`use_cpu_kernels` turns ``config.cpu_kernels``
+  into on/off, and the steps are traced inside :func:`cpu_kernels`.
+* Traced programs kept on disk (:class:`ProgramCache`, made for a run by
+  :func:`program_cache`), so that a restart skips tracing and lowering.
 
 JAX's persistent compilation cache saves the XLA compile of a program, but every
 process still traces the Python step and lowers it to StableHLO before it can look
@@ -39,14 +48,84 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from inception_jax import models
+from inception_jax.backends import cpu as cpu_backend
+from inception_jax.checkpoint.integrity import write_atomic
+from inception_jax.errors import first_line
+
 _FORMAT = 1
+_UNWRITABLE = "free disk space or pick another --config.compilation_cache_dir; until then each start traces"
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes")
+
+
+# -- programs that run once --
+
+
+def one_off_compiler_options(platform: str = ""):
+    """The compiler options ``run_once`` tries, best first: O0, and on a CPU the CPU
+    backend's ``ONE_OFF_COMPILER_OPTIONS`` with it."""
+    level = {"xla_backend_optimization_level": 0}
+    if (platform or jax.default_backend()) == "cpu":
+        return [{**level, **cpu_backend.ONE_OFF_COMPILER_OPTIONS}, level]
+    return [level]
+
+
+_REJECTED_OPTIONS: set = set()  # option sets this process's XLA did not take
+
+
+def run_once(fn, *args):
+    """``fn(*args)`` as one compiled program, compiled without XLA backend optimisation:
+    for work that runs a single time (initialisation), compiling fast (about 2x sooner
+    on a CPU) matters more than running fast. ``jax.ShapeDtypeStruct`` arguments are
+    passed as zeros."""
+    lowered = jax.jit(fn).lower(*args)
+    compiled = None
+    for options in one_off_compiler_options():
+        key = tuple(sorted(options.items()))
+        if key in _REJECTED_OPTIONS:
+            continue
+        try:
+            compiled = lowered.compile(compiler_options=options)
+            break
+        except Exception:  # a backend or XLA version that does not take an option
+            # (jax 0.11's XLA has no xla_cpu_use_fusion_emitters); finding out cost
+            # 0.45 s for googlenet's init there, so ask once per process
+            _REJECTED_OPTIONS.add(key)
+    if compiled is None:
+        compiled = lowered.compile()
+    concrete = [jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in args]
+    return compiled(*concrete)
+
+
+def init_variables(model, rng, input_shape, dtype=jnp.float32):
+    """``model.init`` for an input of ``input_shape``, compiled once without XLA backend
+    optimisation (``run_once``). Returns the variables dict."""
+    x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
+    return run_once(lambda rng, x: model.init(rng, x, train=False), rng, x)
+
+
+# -- the CPU backend's kernels --
+
+
+def use_cpu_kernels(setting: cpu_backend.Setting) -> bool:
+    """``config.cpu_kernels`` as on/off: ``"auto"`` is on exactly when JAX runs on the
+    CPU, where the kernels were measured faster (``inception_jax.backends.cpu``)."""
+    return cpu_backend.resolve(setting)
+
+
+def cpu_kernels(on: bool):
+    """The context a step is traced in: with the CPU backend's kernels when ``on``
+    (``StepConfig.cpu_kernels``), else the plain program every platform runs."""
+    return cpu_backend.cpu_kernels(on)
+
+
+# -- traced programs kept on disk --
 
 
 class _Leaf:
@@ -331,10 +410,8 @@ class ProgramCache:
         return exported, out_tree
 
     def run_once(self, name: str, fn, args, templates: Sequence[Any] = ()):
-        """``models.run_once(fn, *args)`` (compiled for a single run; ShapeDtypeStruct
+        """``run_once(fn, *args)`` (compiled for a single run; ShapeDtypeStruct
         arguments passed as zeros) through a saved program."""
-        from inception_jax.models.registry import run_once
-
         program = self.program(name, fn, args, templates)
         if program is None:
             return run_once(fn, *args)
@@ -375,14 +452,10 @@ class ProgramCache:
         try:
             header = json.dumps({"format": _FORMAT, "bytes": len(blob), "out": out_spec})
             os.makedirs(self.directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(header.encode() + b"\n" + blob)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            write_atomic(path, header.encode() + b"\n" + bytes(blob), remedy=_UNWRITABLE)
             self.writes += 1
         except Exception as e:  # an unwritable cache costs the next start, nothing else
-            self.log(f"program cache: could not write {path} ({type(e).__name__}: {e})")
+            self.log(f"program cache: {first_line(e)}")
 
 
 class _CachedProgram:
@@ -436,3 +509,41 @@ class _Lowered:
             return jax.tree_util.tree_unflatten(out_tree, compiled(*jax.tree_util.tree_leaves(args)))
 
         return call
+
+
+# Settings that do not change what the train and eval programs compute
+_NOT_TRACED = (
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "stop_at_step",
+    "compilation_cache_dir",
+    "cache_traced_programs",
+    "pipeline_workers",
+    "bad_records",
+    "on_nonfinite",
+    "max_rollbacks",
+)
+
+
+def program_cache(config, *, num_classes: int, steps_per_epoch: int, total_steps: int, log=print):
+    """A ``ProgramCache`` beside JAX's persistent compilation cache, or None: only with
+    ``config.compilation_cache_dir`` and ``config.cache_traced_programs`` set, JAX's
+    cache on, one process, the shard_map runner and the model's code in a source file.
+
+    The key holds the config and the values the programs close over that come from
+    the data rather than the config: the class count and the schedule's steps per
+    epoch and total steps."""
+    xla_dir = jax.config.values.get("jax_compilation_cache_dir")
+    if not (config.compilation_cache_dir and config.cache_traced_programs and xla_dir):
+        return None
+    if jax.process_count() > 1 or config.parallel != "shard_map":
+        return None
+    reason = unkeyed_code([models.get_info(config.model).builder])
+    if reason:
+        log(f"traced programs not kept: {reason}")
+        return None
+    traced = {k: v for k, v in config.to_dict().items() if k not in _NOT_TRACED}
+    derived = {"num_classes": num_classes, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
+    key = json.dumps({"config": traced, "derived": derived}, sort_keys=True, default=repr)
+    return ProgramCache(os.path.normpath(os.path.expanduser(xla_dir)) + "-programs", key, log=log)

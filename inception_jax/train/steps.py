@@ -7,7 +7,7 @@ are averaged with ``lax.pmean`` / ``psum``, so the same function runs under
 ``config.sync_batch_norm`` (the default) BatchNorm statistics are those of the global
 batch and dropout masks are drawn for the global batch, so a global batch gives the
 same update on 1 or N devices. On a CPU the steps are traced with the CPU kernels
-(``config.cpu_kernels``, ``inception_jax.backends.cpu``); elsewhere they are the plain
+(``config.cpu_kernels``, chosen in ``programs``); elsewhere they are the plain
 program."""
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import optax
 from flax.training import train_state
 from jax import lax
 
-from inception_jax.backends import cpu as cpu_backend
 from inception_jax.data import augment
-from inception_jax.models.registry import run_once
+from inception_jax.train.programs import cpu_kernels, run_once
 
 AXIS = "data"
 
@@ -68,7 +67,7 @@ class StepConfig:
     mean: Tuple[float, ...] = (0.0, 0.0, 0.0)
     std: Tuple[float, ...] = (1.0, 1.0, 1.0)
     resize_to: int = 0  # bilinear resize on the device after augmentation (0: off)
-    cpu_kernels: bool = False  # trace the model with inception_jax.backends.cpu's kernels
+    cpu_kernels: bool = False  # trace the model with the CPU backend's kernels (programs.cpu_kernels)
 
 
 def prepare_images(images_uint8, indices, key, cfg: StepConfig, dtype, train: bool):
@@ -122,7 +121,7 @@ def train_step(
         loss, logits = combined_loss(outputs, labels, cfg.aux_weight, cfg.label_smoothing, w)
         return loss, (logits, updates["batch_stats"])
 
-    with cpu_backend.cpu_kernels(cfg.cpu_kernels):
+    with cpu_kernels(cfg.cpu_kernels):
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = {"loss_sum": loss * n, "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * w), "count": n}
     if axis_name is not None:
@@ -139,7 +138,7 @@ def eval_step(
 ):
     """Summed correct predictions and loss over this device's (masked) examples."""
     x = prepare_images(images_uint8, None, None, cfg, model.dtype, train=False)
-    with cpu_backend.cpu_kernels(cfg.cpu_kernels):
+    with cpu_kernels(cfg.cpu_kernels):
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
     mask = mask.astype(jnp.float32)
     metrics = {

@@ -1,13 +1,15 @@
 """Where a platform backend plugs in: a table of kernels in effect while tracing.
 
-The building blocks (``inception_jax.layers``) call :func:`kernel` for the few ops a
-backend may replace (``max_pool``, ``batch_norm_train``, ``conv``). Outside
+The building blocks (``pooling``, ``norm``, ``conv``) call :func:`kernel` for the
+few ops a backend may replace (``max_pool``, ``batch_norm_train``, ``conv``). Outside
 :func:`using` it returns None and the blocks run plain JAX with JAX's own autodiff,
 which is the program every platform runs. The table is read when a function is
 *traced*, so it decides what a ``jax.jit`` compiles the first time; a function
 already compiled keeps the kernels it was traced with.
 
-This module imports nothing heavy and nothing platform-specific.
+It lives beside the blocks, so that a backend (``inception_jax.backends``) imports the
+blocks and plugs into them, and the blocks never import a backend. It imports
+nothing heavy and nothing platform-specific.
 """
 
 from __future__ import annotations
