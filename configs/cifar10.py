@@ -1,4 +1,4 @@
-"""The design doc's CIFAR-10 recipe, exactly.
+"""The reference PyTorch CIFAR-10 recipe, exactly.
 
 inception_cifar; Adam lr 1e-3; batch 128; 50 epochs; StepLR(step_size=30 epochs,
 gamma=0.1); aux loss weight 0.3 (used only by models with aux heads);

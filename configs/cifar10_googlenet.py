@@ -1,6 +1,6 @@
 """GoogLeNet on CIFAR-10 (``googlenet_cifar`` with aux heads), SGD + Nesterov, cosine.
 
-A stronger recipe than the design doc's: SGD momentum 0.9 with Nesterov, lr 0.1
+A stronger recipe than the reference recipe's: SGD momentum 0.9 with Nesterov, lr 0.1
 for batch 128 with 1 epoch of linear warm-up then cosine decay over 100 epochs,
 weight decay 5e-4, label smoothing 0.1, aux heads weighted 0.3, bfloat16 compute
 on accelerators. (Accuracy not yet measured: see docs/training.md.)

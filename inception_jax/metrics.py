@@ -1,4 +1,4 @@
-"""What the user sees: a progress line, the per-epoch line in the design doc's format,
+"""What the user sees: a progress line, the per-epoch line in the reference recipe's format,
 metrics as JSON lines, TensorBoard event files (tensorboardX, no TensorFlow) and a
 PNG of the curves (matplotlib) at the end."""
 

@@ -1,9 +1,9 @@
-"""The design doc's CIFAR-10 Inception network (``InceptionCIFAR``).
+"""The reference CIFAR-10 Inception network (``InceptionCIFAR``).
 
-Reference: the project's design document (its CIFAR-10 example, "학습 예제"), a reduced
+Reference: the PyTorch CIFAR-10 recipe this project follows (tests/design_doc_torch.py), a reduced
 GoogLeNet (Szegedy et al. 2014) for 32x32 inputs: conv 3->64 (3x3), 2x2 max
 pool, Inception 3a/3b, 2x2 max pool, 4a/4b, 2x2 max pool, global average pool,
-dropout 0.4, linear 256->10. Inception modules are the design doc's (a real 5x5
+dropout 0.4, linear 256->10. Inception modules are that recipe's (a real 5x5
 conv, 3x3/1 max pool before the projection). Matches it exactly (327,602
 parameters); no differences.
 """
@@ -63,6 +63,6 @@ register(
         8,
         num_classes=10,
         classifier="fc",
-        reference="design doc InceptionCIFAR",
+        reference="reference PyTorch InceptionCIFAR",
     )
 )

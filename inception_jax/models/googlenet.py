@@ -18,7 +18,7 @@ Three registered variants share this file:
 Differences from torchvision: train mode returns ``(logits, aux1, aux2)`` in
 network order (torchvision's namedtuple is ``(logits, aux2, aux1)``); the
 paper's original aux heads used a 5x5/3 average pool, here (as in torchvision
-and the design doc) adaptive 4x4 pooling.
+and the reference CIFAR recipe) adaptive 4x4 pooling.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ register(
         _MIN_SIZE["paper"],
         aux_default=True,
         min_aux_input_size=_MIN_SIZE["paper"],
-        reference="design doc GoogLeNet (Szegedy et al. 2014)",
+        reference="GoogLeNet paper (Szegedy et al. 2014)",
         **_COMMON,
     )
 )

@@ -1,4 +1,4 @@
-"""The Inception blocks: the v1 module and its naive form, the design document's
+"""The Inception blocks: the v1 module and its naive form, the reference CIFAR recipe's
 factorised, asymmetric, grid-reduction, residual and depthwise-separable blocks,
 timm-style mixed blocks, dropout and the auxiliary classifier."""
 
@@ -32,7 +32,7 @@ def _check_in_channels(module: str, expected: int, x: jax.Array) -> None:
 
 
 class InceptionModule(nn.Module):
-    """The GoogLeNet Inception module with 1x1 reductions (design doc, Szegedy et al. 2014).
+    """The GoogLeNet Inception module with 1x1 reductions (Szegedy et al. 2014).
 
     Four branches concatenated on channels: 1x1; 1x1 -> 3x3; 1x1 -> "5x5"; 3x3
     max pool -> 1x1 projection. ``branch3_kernel=3`` reproduces torchvision's
@@ -222,7 +222,7 @@ class ResidualInceptionBlock(nn.Module):
 
 class DepthwiseSeparableConv(nn.Module):
     """Depthwise 3x3 conv (one filter per channel) followed by a pointwise 1x1
-    conv, both with bias, as in the design doc (the idea MobileNet/Xception took
+    conv, both with bias, as in the reference CIFAR recipe (the idea MobileNet/Xception took
     from Inception's 1x1 reductions)."""
 
     features: int
