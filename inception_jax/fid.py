@@ -240,12 +240,14 @@ def activations(
     return out[:n]
 
 
-def _progress(total: int, show: bool) -> Callable[[Optional[int]], None]:
+def _progress(
+    total: int, show: bool, desc: str = "FID activations", unit: str = "img"
+) -> Callable[[Optional[int]], None]:
     if not show:
         return lambda k: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="img", desc="FID activations", file=sys.stderr)
+    bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr)
 
     def update(k):
         if k is None:
