@@ -313,7 +313,7 @@ def evaluate(
     progress: bool = False,
 ) -> Tuple[Dict[str, float], Dict[str, str]]:
     """``(values, notes)``: ``{metric: value}`` of ``samples`` against ``ref`` (paths or
-    :class:`Source`\\ s) for each of ``metrics`` (default: all the inputs allow), and a
+    :class:`Source` objects) for each of ``metrics`` (default: all the inputs allow), and a
     few words on how each was taken. ``dims`` (pytorch-fid's blocks) applies to FID
     alone. ``kid_subset_size`` defaults to 1000 or the smaller set's size (as clean-fid
     does); KID's value is the mean over the subsets."""
