@@ -149,15 +149,13 @@ class Features:
 
 
 @functools.lru_cache(maxsize=8)  # one compile for both sides
-def _features_fn(model, resize: bool, size: int):
+def _features_fn(model):
     import jax
     import jax.numpy as jnp
 
     from inception_jax.taps import features
 
-    def fn(variables, x01):
-        if resize:
-            x01 = fid.resize_bilinear(x01, size)
+    def fn(variables, x01):  # x01: already at the network's size (_load resizes on the host)
         taps = features(model, variables, 2.0 * x01 - 1.0, [SPATIAL_LAYER, POOL_LAYER])
         pool = jnp.mean(taps[POOL_LAYER].astype(jnp.float32), axis=(1, 2))
         spatial = taps[SPATIAL_LAYER][..., :SPATIAL_CHANNELS].astype(jnp.float32)
@@ -201,7 +199,7 @@ def features(
     step = max(batch_size // len(devices), 1) * len(devices)  # a multiple of the devices
     sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
     variables = jax.device_put(net.variables, NamedSharding(sharding.mesh, PartitionSpec()))
-    fn = _features_fn(net.model, resize == "pytorch-fid", size)
+    fn = _features_fn(net.model)
     pool = spatial = None
     bar = fid._progress(n, progress)
     try:
