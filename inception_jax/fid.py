@@ -241,12 +241,14 @@ def activations(
     return out[:n]
 
 
-def _progress(total: int, show: bool) -> Callable[[Optional[int]], None]:
+def _progress(
+    total: int, show: bool, desc: str = "FID activations", unit: str = "img"
+) -> Callable[[Optional[int]], None]:
     if not show:
         return lambda k: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="img", desc="FID activations", file=sys.stderr)
+    bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr)
 
     def update(k):
         if k is None:
@@ -342,20 +344,25 @@ def kernel_inception_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
-def inception_score(logits: np.ndarray, splits: int = 10) -> Tuple[float, float]:
+def inception_score(
+    logits: np.ndarray, splits: int = 10, split_size: Optional[int] = None
+) -> Tuple[float, float]:
     """Inception Score from (N, classes) logits: exp(E_x KL(p(y|x) || p(y))) on each of
-    ``splits`` consecutive chunks of ceil(N / splits); returns its mean and standard
-    deviation (N - 1). torchmetrics shuffles the logits first; shuffle them to match."""
+    ``splits`` consecutive chunks of ceil(N / splits), or, given ``split_size``, on
+    consecutive chunks of that many (the ADM evaluator's 5000; the last one shorter);
+    returns its mean and standard deviation (N - 1; NaN for one chunk). torchmetrics
+    shuffles the logits first; shuffle them to match."""
     from scipy.special import log_softmax
 
     logp = log_softmax(np.asarray(logits, np.float64), axis=1)
-    size = -(-len(logp) // splits)  # torch.chunk's (and so torchmetrics') split sizes
+    # torch.chunk's (and so torchmetrics') split sizes, unless given
+    size = split_size or -(-len(logp) // splits)
     scores = []
     for part in (logp[i : i + size] for i in range(0, len(logp), size)):
         p = np.exp(part)
         log_py = np.log(p.mean(axis=0))
         scores.append(np.exp((p * (part - log_py)).sum(axis=1).mean()))
-    return float(np.mean(scores)), float(np.std(scores, ddof=1))
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")
 
 
 # --- statistics files ----------------------------------------------------------------
@@ -396,17 +403,36 @@ def fid_from_paths(net: FIDNetwork, path1: str, path2: str, **kw) -> float:
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
+    from inception_jax import evaluation
+
     parser = argparse.ArgumentParser(
         prog="python -m inception_jax.fid",
-        description="FID between two folders of images or statistics .npz files (pytorch-fid's numbers).",
+        description="FID, sFID, Inception Score, precision, recall, density, coverage and KID of SAMPLES "
+        "against REF, as OpenAI's ADM evaluator defines them, on pytorch-fid's FID Inception network "
+        "(FID alone between two statistics files).",
     )
     parser.add_argument("--weights", required=True, help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
-    parser.add_argument("--dims", type=int, default=2048, help="64, 192, 768 or 2048 (default)")
+    parser.add_argument(
+        "--metrics",
+        help=f"a comma list of {','.join(evaluation.METRICS)} (default: all the inputs allow; "
+        "fid alone with --dims other than 2048)",
+    )
+    parser.add_argument("--nearest-k", type=int, default=3, help="k of precision, recall, density, coverage")
+    parser.add_argument("--dims", type=int, default=2048, help="FID's block: 64, 192, 768 or 2048 (default)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--resize", default="pytorch-fid", help="pytorch-fid (default) or clean")
-    parser.add_argument("--json", action="store_true", help='print {"fid": value}')
-    parser.add_argument("--save-stats", action="store_true", help="PATH1 a folder, PATH2 the .npz to write")
-    parser.add_argument("paths", nargs=2, metavar="PATH")
+    parser.add_argument("--json", action="store_true", help="print one JSON object {metric: value} last")
+    parser.add_argument(
+        "--save-stats",
+        action="store_true",
+        help="REF images, SAMPLES the .npz to write (mu, sigma; with --dims 2048 also mu_s, sigma_s)",
+    )
+    parser.add_argument(
+        "paths",
+        nargs=2,
+        metavar="PATH",
+        help="REF and SAMPLES: a folder of images, an image batch .npz (arr_0) or a statistics .npz",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         if args.dims not in BLOCK_INDEX_BY_DIM:
@@ -415,31 +441,52 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             raise FIDError(f"--resize {args.resize}: expected one of {', '.join(RESIZE_MODES)}")
         if args.batch_size < 1:
             raise FIDError(f"--batch-size {args.batch_size}: expected a positive number")
-        # the paths before the network: a typo fails in a second, not after loading it
-        for i, path in enumerate(args.paths):
-            if args.save_stats and i == 1:
-                if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-                    raise FIDError(f"{path}: its folder does not exist")
-            elif path.endswith(".npz"):
-                if not os.path.isfile(path):
-                    raise FIDError(f"{path}: no such statistics file")
-            else:
-                list_images(path)
-        net = FIDNetwork.load(args.weights)
-        kw = dict(dims=args.dims, batch_size=args.batch_size, resize=args.resize, progress=True)
+        # the inputs before the network: a typo fails in a second, not after loading it
         if args.save_stats:
-            folder, out = args.paths
-            mu, sigma = statistics(activations(net, list_images(folder), **kw))
-            save_statistics(out, mu, sigma)
-            print(f"wrote {out} ({mu.shape[0]} dims)")
+            source, out = evaluation.open_source(args.paths[0]), args.paths[1]
+            if source.images is None:
+                raise FIDError(f"{source.path}: a statistics file; --save-stats needs images")
+            if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+                raise FIDError(f"{out}: its folder does not exist")
+        else:
+            ref, samples = (evaluation.open_source(p) for p in args.paths)
+            if args.metrics:
+                metrics = evaluation.parse_metrics(args.metrics)
+            else:
+                metrics = (
+                    ("fid",) if args.dims != 2048 else evaluation.available(ref, samples, args.nearest_k)
+                )
+            evaluation.check(ref, samples, metrics, args.nearest_k, dims=args.dims)
+        net = FIDNetwork.load(args.weights)
+        kw = dict(batch_size=args.batch_size, resize=args.resize, progress=True)
+        if args.save_stats:
+            if args.dims == 2048:
+                evaluation.save_statistics(out, evaluation.features(net, source.images, **kw))
+                print(f"wrote {out} (mu, sigma: 2048 dims; mu_s, sigma_s: spatial)")
+            else:
+                mu, sigma = statistics(activations(net, source.images, args.dims, **kw))
+                save_statistics(out, mu, sigma)
+                print(f"wrote {out} ({mu.shape[0]} dims)")
             return 0
-        value = fid_from_paths(net, *args.paths, **kw)
+        values, notes = evaluation.evaluate(net, ref, samples, metrics, args.nearest_k, dims=args.dims, **kw)
     except FIDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"fid": value}) if args.json else f"FID: {value}")
+    left_out = [m for m in evaluation.METRICS if m not in values]
+    if left_out and not args.metrics and args.dims == 2048:
+        print(f"left out, as the inputs do not allow them: {', '.join(left_out)}", file=sys.stderr)
+    if args.json:
+        for m, note in notes.items():
+            print(f"{m}: {note}", file=sys.stderr)
+        print(json.dumps(values))
+    else:
+        evaluation.print_table(values, notes)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # the package's copy of this module, not this __main__ one: inception_jax.evaluation
+    # raises inception_jax.fid.FIDError, which is not __main__.FIDError
+    from inception_jax.fid import main as package_main
+
+    sys.exit(package_main())
