@@ -340,7 +340,8 @@ def activations(
         per_process = -(-len(images) // pc)
         padded = np.zeros((per_process, dims), np.float64)
         padded[: len(out)] = out
-        out = np.asarray(multihost_utils.process_allgather(padded)).reshape(pc * per_process, dims)
+        gathered = multihost_utils.process_allgather(padded)  # float32 without x64: exact here
+        out = np.asarray(gathered, np.float64).reshape(pc * per_process, dims)
     return out[: len(images)]
 
 
