@@ -686,4 +686,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from inception_jax.backends import cpu_inference
+
+    cpu_inference.single_arena()  # before JAX starts; on a CPU about 2x the images/s
     sys.exit(main())

@@ -575,6 +575,38 @@ def test_activations_sharded_over_4_devices_and_2_processes_equal_one_device(tmp
         np.testing.assert_allclose(out["sigma"], want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
 
 
+_SINGLE_ARENA_RUN = """
+import sys
+from inception_jax.backends import cpu_inference
+assert cpu_inference.single_arena()
+import numpy as np
+from inception_jax import fid
+rng = np.random.RandomState(0)
+images = [rng.randint(0, 256, (40 + i, 50, 3)).astype(np.uint8) for i in range(5)]
+np.save(sys.argv[1], fid.activations(fid.FIDNetwork.random(seed=0), images, batch_size=4, size=75))
+"""
+
+
+def test_single_malloc_arena_gives_the_same_activations(tmp_path):
+    """The CPU inference setting changes where memory comes from, not the numbers:
+    a process with it computes the activations a process without it does."""
+    out = tmp_path / "single.npy"
+    run = subprocess.run(
+        [sys.executable, "-c", _SINGLE_ARENA_RUN, str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert run.returncode == 0, run.stderr[-1500:]
+    rng = np.random.RandomState(0)
+    images = [rng.randint(0, 256, (40 + i, 50, 3)).astype(np.uint8) for i in range(5)]
+    want = fid.activations(fid.FIDNetwork.random(seed=0), images, batch_size=4, size=75)
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(np.load(out), want, rtol=1e-6, atol=1e-9)
+
+
 def test_fid_record_and_size_are_pytorch_fids(torch_fid_net):
     import jax
 

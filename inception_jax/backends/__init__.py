@@ -3,6 +3,8 @@ model blocks. Without them every model is the same plain JAX program everywhere.
 
 * ``cpu`` (:func:`cpu_kernels`): hand-written gradients for XLA:CPU. The trainer
   turns them on when it runs on a CPU (``config.cpu_kernels="auto"``).
+* ``cpu_inference`` (``single_arena``): all threads' memory from one malloc heap,
+  for FID feature extraction on a CPU (the FID command line applies it).
 
 Imported lazily: ``inception_jax.layers`` reads ``backends.dispatch`` and the CPU
 backend imports the layers.
@@ -10,11 +12,11 @@ backend imports the layers.
 
 import importlib
 
-__all__ = ["cpu_kernels", "cpu", "dispatch"]
+__all__ = ["cpu_kernels", "cpu", "cpu_inference", "dispatch"]
 
 
 def __getattr__(name):
-    if name in ("cpu", "dispatch"):
+    if name in ("cpu", "cpu_inference", "dispatch"):
         return importlib.import_module(f"inception_jax.backends.{name}")
     if name == "cpu_kernels":
         return importlib.import_module("inception_jax.backends.cpu").cpu_kernels
