@@ -18,8 +18,9 @@ download), resizes every image to 299x299 and computes its ``--dims`` activation
   and with the one the first run filled (``--jax-cache``).
 * img/s: a second pass over the same images in the same process, after warm-up.
 
-pytorch-fid runs as its command line does (``num_workers`` = min(CPUs, 8) data-
-loader processes, torch's default threads, float32 on the CPU).
+Both run as their command lines do: pytorch-fid with ``num_workers`` = min(CPUs, 8)
+data-loader processes, torch's default threads, float32 on the CPU; inception_jax
+with ``backends.cpu_inference.single_arena`` (``--default-malloc``: without it).
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ def _child(args) -> None:
             fid_score.get_activations(files, model, args.batch_size, args.dims, "cpu", workers)
 
     else:
-        from inception_jax import fid, hostmem
+        from inception_jax import fid
+        from inception_jax.backends import cpu_inference
 
-        if args.host_malloc:
-            hostmem.reuse_freed_memory()
+        if not args.default_malloc:
+            cpu_inference.single_arena()  # as the FID command line does
         import jax
 
         if args.jax_cache:
@@ -120,8 +122,8 @@ def _measure(which: str, args, folder: str, weights: str, cache: str = "") -> di
     cmd += ["--weights", weights, "--dims", str(args.dims), "--batch-size", str(args.batch_size)]
     if cache:
         cmd += ["--jax-cache", cache]
-    if args.host_malloc:
-        cmd += ["--host-malloc"]
+    if args.default_malloc:
+        cmd += ["--default-malloc"]
     env = dict(
         os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
     )
@@ -138,7 +140,9 @@ def main():
     p.add_argument("--dims", type=int, default=2048)
     p.add_argument("--rounds", type=int, default=2, help="alternations of the two")
     p.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR-10")
-    p.add_argument("--host-malloc", action="store_true", help="inception_jax.hostmem.reuse_freed_memory")
+    p.add_argument(
+        "--default-malloc", action="store_true", help="inception_jax without cpu_inference.single_arena"
+    )
     p.add_argument("--child", choices=("torch", "jax"), help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
