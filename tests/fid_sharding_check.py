@@ -1,6 +1,7 @@
 """``python tests/fid_sharding_check.py OUT.npz``: FID activations of 10 fixed images
 with random FID weights (dims 2048 at 75 px), written to OUT.npz as ``acts``; with
-more than one local device also ``one_device`` (the same, on the first device alone).
+more than one local device also ``one_device`` (the same, on the first device alone);
+and ``mu``, ``sigma`` from ``fid.streaming_statistics`` (merged over the processes).
 Run it with fake CPU devices or as one of several jax.distributed processes."""
 
 import sys
@@ -18,6 +19,7 @@ if __name__ == "__main__":
     net = fid.FIDNetwork.random(seed=0)
     kw = dict(dims=2048, batch_size=4, size=75)
     out = {"acts": fid.activations(net, images, **kw), "devices": len(jax.local_devices())}
+    out["mu"], out["sigma"] = fid.streaming_statistics(net, images, **kw)
     if len(jax.local_devices()) > 1:
         out["one_device"] = fid.activations(net, images, devices=jax.local_devices()[:1], **kw)
     np.savez(sys.argv[1], **out)

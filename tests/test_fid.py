@@ -90,6 +90,95 @@ def test_resize_modes_equal_pytorch_and_clean_fid():
         np.testing.assert_array_equal(fid.resize_clean(image), clean(image))
 
 
+def test_host_resize_equals_torch_interpolate_for_odd_sizes_and_batches():
+    import torch.nn.functional as F
+
+    rng = np.random.RandomState(4)
+    for shape in ((3, 1, 1, 3), (2, 17, 600, 3), (1, 299, 150, 3), (2, 1000, 7, 3)):
+        x = rng.rand(*shape).astype(np.float32)
+        want = F.interpolate(
+            torch.tensor(x.transpose(0, 3, 1, 2)), size=(299, 299), mode="bilinear", align_corners=False
+        )
+        got = fid.resize_bilinear(x)
+        assert got.dtype == np.float32 and got.shape == (shape[0], 299, 299, 3)
+        assert rel(got, want.numpy().transpose(0, 2, 3, 1)) < 1e-6, shape
+        assert rel(fid.resize_bilinear(x[0]), want.numpy()[0].transpose(1, 2, 0)) < 1e-6  # one HWC image
+
+
+def test_mixed_image_sizes_compile_once_and_equal_pytorch_fid(torch_fid_net, weights_file):
+    """7 images of 4 sizes: today's program compiles once (it used to compile per
+    size); each image's block-0 activations equal pytorch-fid's InceptionV3, which
+    resizes every image itself (F.interpolate on the [0, 1] tensor)."""
+    import jax
+
+    rng = np.random.RandomState(5)
+    sizes = [(32, 32), (45, 61), (299, 299), (350, 310), (32, 32), (45, 61), (120, 80)]
+    images = [rng.randint(0, 256, (h, w, 3)).astype(np.uint8) for h, w in sizes]
+    net = fid.FIDNetwork.load(weights_file)
+    compiles = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    fid._block_fn.cache_clear()
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        got = fid.activations(net, images, dims=64, batch_size=3)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert len(compiles) == 1, compiles
+    model = _torch_wrapper(torch_fid_net, [0])
+    with torch.no_grad():
+        for image, row in zip(images, got):
+            x = torch.tensor(image.transpose(2, 0, 1)[None] / np.float32(255.0))
+            (want,) = model(x)
+            assert rel(row, want.mean(dim=(2, 3))[0].numpy()) < 1e-5
+
+
+def _png(path, image, **save):
+    image.save(path, **save)
+    return str(path)
+
+
+def test_image_modes_by_hand(tmp_path):
+    from PIL import Image
+
+    # 16 bits: round(v / 257), not saturated (pytorch-fid's convert("RGB") gives 255 for 1000)
+    sixteen = np.array([[0, 257, 1000, 65535]], np.uint16)
+    path = _png(tmp_path / "16.png", Image.fromarray(sixteen))
+    assert Image.open(path).mode in ("I;16", "I")
+    want = np.repeat(np.array([[0, 1, 4, 255]], np.uint8)[:, :, None], 3, axis=2)  # 1000 / 257 = 3.89
+    np.testing.assert_array_equal(fid.read_image(path), want)
+    path = _png(tmp_path / "32.tif", Image.fromarray(sixteen.astype(np.int32), mode="I"))
+    np.testing.assert_array_equal(fid.read_image(path), want)
+    np.testing.assert_array_equal(fid.to_rgb8(sixteen), want)
+
+    # RGBA on white: c a / 255 + 255 (1 - a / 255), rounded
+    rgba = np.array([[[200, 100, 0, 128], [10, 20, 30, 255], [10, 20, 30, 0]]], np.uint8)
+    path = _png(tmp_path / "rgba.png", Image.fromarray(rgba, mode="RGBA"))
+    want = np.array([[[227, 177, 127], [10, 20, 30], [255, 255, 255]]], np.uint8)  # 100.39 + 127 etc.
+    np.testing.assert_array_equal(fid.read_image(path), want)
+    # gray + alpha: 50 * 64 / 255 + 191 = 203.55
+    path = _png(tmp_path / "la.png", Image.fromarray(np.array([[[50, 64]]], np.uint8), mode="LA"))
+    np.testing.assert_array_equal(fid.read_image(path), [[[204, 204, 204]]])
+    # gray repeated
+    path = _png(tmp_path / "l.png", Image.fromarray(np.array([[7, 200]], np.uint8), mode="L"))
+    np.testing.assert_array_equal(fid.read_image(path), [[[7, 7, 7], [200, 200, 200]]])
+    # palette: through its colours; with a transparent index, that index on white
+    palette = Image.fromarray(np.array([[0, 1, 2]], np.uint8), mode="P")
+    palette.putpalette([255, 0, 0, 0, 0, 255, 0, 128, 0])
+    path = _png(tmp_path / "p.png", palette)
+    np.testing.assert_array_equal(fid.read_image(path), [[[255, 0, 0], [0, 0, 255], [0, 128, 0]]])
+    path = _png(tmp_path / "p_trns.png", palette, transparency=1)
+    np.testing.assert_array_equal(fid.read_image(path), [[[255, 0, 0], [255, 255, 255], [0, 128, 0]]])
+
+    with pytest.raises(fid.FIDError, match="dtype float32: expected uint8"):
+        fid.to_rgb8(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(fid.FIDError, match=r"shape \(4, 4, 5\): expected HxW"):
+        fid.to_rgb8(np.zeros((4, 4, 5), np.uint8))
+
+
 def _write_images(folder, n, seed, size=(48, 40)):
     from PIL import Image
 
@@ -141,62 +230,172 @@ def test_folder_statistics_and_fid_equal_pytorch_fid(torch_fid_net, weights_file
     assert fid.frechet_distance(*fid.load_statistics(stats), mu, sigma) == pytest.approx(value, rel=1e-3)
 
 
-def test_frechet_distance_equals_pytorch_fid_including_its_fallbacks():
+def _stats(x):
+    return x.mean(0), np.cov(x, rowvar=False)
+
+
+def test_frechet_distance_equals_pytorch_fid():
     rng = np.random.RandomState(0)
     a, b = rng.randn(200, 16), rng.randn(150, 16) * 1.3 + 0.2
-    stats = [(x.mean(0), np.cov(x, rowvar=False)) for x in (a, b)]
-    want = fid_score.calculate_frechet_distance(*stats[0], *stats[1])
-    assert fid.frechet_distance(*stats[0], *stats[1]) == pytest.approx(want, rel=1e-6)
-    # singular covariances (5 samples in 16 dims); scipy 1.17's sqrtm returns a finite
-    # root for this product, so neither takes the eps fallback (the test below does)
-    c, d = rng.randn(5, 16), rng.randn(5, 16)
-    singular = [(x.mean(0), np.cov(x, rowvar=False)) for x in (c, d)]
-    want = fid_score.calculate_frechet_distance(*singular[0], *singular[1])
-    assert fid.frechet_distance(*singular[0], *singular[1]) == pytest.approx(want, rel=1e-6)
-    # a product with a large imaginary part: both refuse
-    sigma = np.array([[1.0, 0.0], [0.0, -1.0]])
-    with pytest.raises(ValueError, match="Imaginary component"):
-        fid_score.calculate_frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), sigma)
-    with pytest.raises(ValueError, match="imaginary component"):
-        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), sigma)
+    want = fid_score.calculate_frechet_distance(*_stats(a), *_stats(b))
+    assert fid.frechet_distance(*_stats(a), *_stats(b)) == pytest.approx(want, rel=1e-6)
+    # 256 dims, correlated features, two close distributions: the trace term nearly
+    # cancels the others, so this is where a less accurate root would show
+    mix = rng.randn(256, 256) / 16
+    c, d = rng.randn(600, 256) @ mix, (rng.randn(500, 256) @ mix) * 1.05 + 0.01
+    want = fid_score.calculate_frechet_distance(*_stats(c), *_stats(d))
+    assert fid.frechet_distance(*_stats(c), *_stats(d)) == pytest.approx(want, rel=1e-6)
+    # rank-deficient (fewer samples than dimensions): scipy 1.17's sqrtm returns a
+    # finite root for these products, so pytorch-fid takes no fallback and the two
+    # compute the same quantity; the zero eigenvalues cost sqrtm accuracy, hence 1e-6
+    for n, dims in ((5, 16), (100, 256)):
+        e, f = rng.randn(n, dims), rng.randn(n, dims) + 0.1
+        want = fid_score.calculate_frechet_distance(*_stats(e), *_stats(f))
+        assert fid.frechet_distance(*_stats(e), *_stats(f)) == pytest.approx(want, rel=1e-6), (n, dims)
 
 
-def test_frechet_distance_eps_fallback_runs_and_equals_pytorch_fid(capsys):
+def test_trace_sqrt_product_of_singular_covariances_by_hand():
+    """Covariances that commute (one rotation diagonalises both), with zeros on the
+    diagonal: Tr((S1 S2)^(1/2)) = sum_i sqrt(a_i b_i) exactly."""
+    rng = np.random.RandomState(3)
+    rotation, _ = np.linalg.qr(rng.randn(32, 32))
+    a, b = rng.rand(32) * 2, rng.rand(32) * 3
+    a[:10], b[5:15] = 0.0, 0.0  # rank 22 and 22, the product rank 17
+    s1, s2 = (rotation * a) @ rotation.T, (rotation * b) @ rotation.T
+    assert np.linalg.matrix_rank(s1 @ s2) == 17
+    assert fid.trace_sqrt_product(s1, s2) == pytest.approx(np.sqrt(a * b).sum(), rel=1e-9)
+    mu = rng.randn(32)
+    by_hand = 4.0 + a.sum() + b.sum() - 2 * np.sqrt(a * b).sum()  # ||(2, 0, ...)||^2 = 4
+    shift = np.zeros(32)
+    shift[0] = 2.0
+    assert fid.frechet_distance(mu, s1, mu + shift, s2) == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_frechet_distance_where_pytorch_fid_falls_back_to_eps(capsys):
     """A product with no square root: sigma1 is a covariance up to rounding (one
     eigenvalue -5e-7, as a rank-deficient estimate can come out) whose product with
-    sigma2 has a 2x2 Jordan block at 0, so scipy's sqrtm gives NaNs and both
-    implementations retry with eps on the diagonals."""
+    sigma2 has a 2x2 Jordan block at 0, so scipy's sqrtm gives NaNs and pytorch-fid
+    retries with 1e-6 on the diagonals. Ours needs no retry: with ``eps=1e-6`` it
+    computes pytorch-fid's fallback number; with the default (no offset) a finite
+    value, checked by hand below."""
     from scipy import linalg
 
-    sigma1 = linalg.block_diag([[2.0, 1e-3], [1e-3, 0.0]], [[1.0, 0.3], [0.3, 2.0]])
+    block1, block2 = np.array([[2.0, 1e-3], [1e-3, 0.0]]), np.array([[1.0, 0.3], [0.3, 2.0]])
+    sigma1 = linalg.block_diag(block1, block2)
     sigma2 = linalg.block_diag(np.diag([0.0, 1.0]), [[1.5, -0.2], [-0.2, 0.7]])
     mu1, mu2 = np.array([0.1, -0.2, 0.3, 0.0]), np.array([0.0, 0.1, -0.1, 0.2])
     assert not np.isfinite(linalg.sqrtm(sigma1 @ sigma2)).all()  # the input really is singular
 
-    sqrtm, finite = linalg.sqrtm, []
+    theirs = fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2)
+    assert "fid calculation produces singular product" in capsys.readouterr().out  # it fell back
+    assert fid.frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6) == pytest.approx(theirs, rel=1e-9)
 
-    def spy(a, *args, **kwargs):  # the sqrtm both modules call, recording each root
-        out = sqrtm(a, *args, **kwargs)
-        finite.append(bool(np.isfinite(out[0] if isinstance(out, tuple) else out).all()))
-        return out
-
-    with mock.patch.object(linalg, "sqrtm", spy):
-        ours = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
-        assert finite == [False, True]  # the plain root, then the eps one
-        theirs = fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2)
-        assert finite == [False, True, False, True]
-    out = capsys.readouterr()
-    assert "fid: singular product; adding 1e-06 to the diagonal" in out.err
-    assert "fid calculation produces singular product" in out.out  # pytorch-fid's fallback ran too
-    assert ours == pytest.approx(theirs, rel=1e-12)
-    # by hand: the shifted covariances are positive definite, so Tr sqrt(product) is
-    # the sum of the square roots of the product's (real, positive) eigenvalues
-    offset = 1e-6 * np.eye(4)
-    eigenvalues = np.linalg.eigvals((sigma1 + offset) @ (sigma2 + offset))
-    assert np.all(eigenvalues.real > 0) and np.allclose(eigenvalues.imag, 0)
+    # by hand, without the offset: sigma1's first block, its negative eigenvalue taken
+    # as 0, is lam v v^T (lam, v its positive eigenpair), so its root is sqrt(lam) v v^T
+    # and the first block of R sigma2 R is lam (v^T diag(0, 1) v) v v^T: one eigenvalue
+    # lam v_2^2, the root's trace sqrt(lam) |v_2|. The second blocks are positive
+    # definite: the square roots of the eigenvalues of their product.
+    lam = 1.0 + np.sqrt(1.0 + 1e-6)  # 2x2 eigenvalue: (2 + sqrt(4 + 4e-6)) / 2
+    v = np.array([1e-3, lam - 2.0])  # (block1 - lam) v = 0 from its first row
+    v /= np.linalg.norm(v)
+    product2 = block2 @ np.array([[1.5, -0.2], [-0.2, 0.7]])
+    trace_root = np.sqrt(lam) * abs(v[1]) + np.sqrt(np.linalg.eigvals(product2)).sum()
     diff = mu1 - mu2
-    by_hand = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(eigenvalues.real).sum()
+    by_hand = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root.real
+    ours = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
     assert ours == pytest.approx(by_hand, rel=1e-9)
+    # the offset moves the value by O(sqrt(eps)): the zero eigenvalues' roots become ~1e-3
+    assert abs(ours - theirs) < 5e-3
+
+
+def test_frechet_distance_refuses_what_is_not_a_covariance():
+    sigma = np.array([[1.0, 0.0], [0.0, -1.0]])  # the product's root has a large imaginary part
+    with pytest.raises(ValueError, match="Imaginary component"):
+        fid_score.calculate_frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), sigma)
+    with pytest.raises(fid.FIDError, match="sigma2 is not a covariance matrix"):
+        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), sigma)
+    with pytest.raises(fid.FIDError, match="sigma1 has eigenvalue -1"):
+        fid.frechet_distance(np.zeros(2), sigma, np.zeros(2), np.eye(2))
+    with pytest.raises(fid.FIDError, match="sigma1 is not symmetric"):
+        fid.frechet_distance(np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]]), np.zeros(2), np.eye(2))
+    with pytest.raises(fid.FIDError, match="compute both with the same --dims"):
+        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 50])
+def test_running_statistics_equal_numpy_whatever_the_batch_size(batch):
+    """float32 features far from zero (mean 30, spread 0.5 to 2), as activations are:
+    a one-pass sum of squares would lose digits here."""
+    rng = np.random.RandomState(batch)
+    acts = (30 + rng.randn(203, 96) * rng.uniform(0.5, 2, 96) + rng.randn(203, 1)).astype(np.float32)
+    full = acts.astype(np.float64)
+    running = fid.RunningStatistics(96)
+    for start in range(0, len(acts), batch):
+        running.update(acts[start : start + batch])
+    mu, sigma = running.result()
+    want_mu, want_sigma = np.mean(full, axis=0), np.cov(full, rowvar=False)
+    np.testing.assert_allclose(mu, want_mu, rtol=1e-9)
+    np.testing.assert_allclose(sigma, want_sigma, rtol=1e-9, atol=1e-9 * np.abs(want_sigma).max())
+    # two partial results merged (as the processes' are) equal the same
+    halves = [fid.RunningStatistics(96).update(part) for part in (acts[:77], acts[77:])]
+    mu, sigma = halves[0].merge(halves[1]).result()
+    np.testing.assert_allclose(mu, want_mu, rtol=1e-9)
+    np.testing.assert_allclose(sigma, want_sigma, rtol=1e-9, atol=1e-9 * np.abs(want_sigma).max())
+
+
+class _LazyImages:
+    """n deterministic 16x16 uint8 images made when asked for: a list of them would
+    take memory that grows with n."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return np.random.RandomState(i).randint(0, 256, (16, 16, 3)).astype(np.uint8)
+
+
+def test_streaming_statistics_memory_does_not_grow_with_the_number_of_images():
+    """The network replaced by the flattened pixels (768 features at 16 px): the
+    statistics of 3,000 images take no more host memory than those of 300, where
+    (N, 768) float64 activations would take 16 MB more; and they equal np.cov."""
+    import tracemalloc
+
+    def pixels_as_features(model, dims):
+        return lambda variables, x: x.reshape(x.shape[0], -1)[:, :dims]
+
+    net = fid.FIDNetwork(model=None, variables={})
+    peaks, results = [], []
+    with mock.patch.object(fid, "_block_fn", pixels_as_features):
+        for n in (300, 3000):
+            tracemalloc.start()
+            try:
+                stats = fid.streaming_statistics(net, _LazyImages(n), dims=768, batch_size=100, size=16)
+                results.append(stats)
+                peaks.append(tracemalloc.get_traced_memory()[1])
+            finally:
+                tracemalloc.stop()
+    assert peaks[1] - peaks[0] < 2e6, peaks  # (2700, 768) float64 would be 16.6e6
+    images = _LazyImages(3000)
+    full = np.stack([images[i].reshape(-1) for i in range(3000)]).astype(np.float32) / np.float32(255)
+    full = full.astype(np.float64)
+    np.testing.assert_allclose(results[1][0], full.mean(0), rtol=1e-9)
+    want = np.cov(full, rowvar=False)
+    np.testing.assert_allclose(results[1][1], want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+def test_few_images_warn_in_one_line(capsys):
+    fid.statistics(np.random.RandomState(0).rand(17, 16))
+    assert capsys.readouterr().err == ""
+    fid.statistics(np.random.RandomState(0).rand(5, 16))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: FID from 5 images with 16-d features: ")
+    assert "the covariance is singular; use at least 17 images (pytorch-fid's advice: 10,000+)" in err
+    running = fid.RunningStatistics(2048).update(np.random.RandomState(0).rand(500, 2048))
+    running.result()
+    assert "FID from 500 images with 2048-d features" in capsys.readouterr().err
 
 
 def test_kid_and_inception_score_equal_torchmetrics():
@@ -341,7 +540,7 @@ def _check(*args, env=None):
 @pytest.mark.slow  # 55 s: three processes
 def test_activations_sharded_over_4_devices_and_2_processes_equal_one_device(tmp_path):
     """10 images (not a multiple of the 4 devices or the 2 processes): each computed once,
-    in order, equal to one device's result."""
+    in order, equal to one device's result; the streamed statistics equal numpy's."""
     import socket
 
     four = _check(tmp_path / "four.npz", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
@@ -362,6 +561,44 @@ def test_activations_sharded_over_4_devices_and_2_processes_equal_one_device(tmp
     np.testing.assert_allclose(four["acts"], reference, rtol=1e-5, atol=1e-7)
     for i in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"p{i}.npz")["acts"], reference, rtol=1e-5, atol=1e-7)
+    # the streamed statistics (each process its share, merged in float64) equal numpy's
+    # of the same run's activations
+    for out in (four, *(np.load(tmp_path / f"p{i}.npz") for i in range(2))):
+        want = np.cov(out["acts"], rowvar=False)
+        np.testing.assert_allclose(out["mu"], out["acts"].mean(0), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(out["sigma"], want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+_SINGLE_ARENA_RUN = """
+import sys
+from inception_jax.backends import cpu_inference
+assert cpu_inference.single_arena()
+import numpy as np
+from inception_jax import fid
+rng = np.random.RandomState(0)
+images = [rng.randint(0, 256, (40 + i, 50, 3)).astype(np.uint8) for i in range(5)]
+np.save(sys.argv[1], fid.activations(fid.FIDNetwork.random(seed=0), images, batch_size=4, size=75))
+"""
+
+
+def test_single_malloc_arena_gives_the_same_activations(tmp_path):
+    """The CPU inference setting changes where memory comes from, not the numbers:
+    a process with it computes the activations a process without it does."""
+    out = tmp_path / "single.npy"
+    run = subprocess.run(
+        [sys.executable, "-c", _SINGLE_ARENA_RUN, str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert run.returncode == 0, run.stderr[-1500:]
+    rng = np.random.RandomState(0)
+    images = [rng.randint(0, 256, (40 + i, 50, 3)).astype(np.uint8) for i in range(5)]
+    want = fid.activations(fid.FIDNetwork.random(seed=0), images, batch_size=4, size=75)
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(np.load(out), want, rtol=1e-6, atol=1e-9)
 
 
 def test_fid_record_and_size_are_pytorch_fids(torch_fid_net):
