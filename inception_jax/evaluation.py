@@ -153,10 +153,10 @@ def _features_fn(model):
     import jax
     import jax.numpy as jnp
 
-    from inception_jax.taps import features
+    from inception_jax.taps import intermediate_features
 
     def fn(variables, x01):  # x01: already at the network's size (_load resizes on the host)
-        taps = features(model, variables, 2.0 * x01 - 1.0, [SPATIAL_LAYER, POOL_LAYER])
+        taps = intermediate_features(model, variables, 2.0 * x01 - 1.0, [SPATIAL_LAYER, POOL_LAYER])
         pool = jnp.mean(taps[POOL_LAYER].astype(jnp.float32), axis=(1, 2))
         spatial = taps[SPATIAL_LAYER][..., :SPATIAL_CHANNELS].astype(jnp.float32)
         return pool, spatial.reshape(spatial.shape[0], -1)  # NHWC: TF's row-major [17, 17, 7]

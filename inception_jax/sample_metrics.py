@@ -16,7 +16,7 @@ for density and coverage, as Naeem et al.'s ``prdc`` has it. The two differ only
 distance equals a radius exactly (duplicated points).
 
 Distances are float64 Euclidean distances of the features shifted by the real mean
-(which changes no distance, and keeps |x|^2 - 2 x.y + |y|^2 from cancelling where the
+(which changes no distance, and keeps ``|x|^2 - 2 x.y + |y|^2`` from cancelling where the
 points lie close together far from the origin), taken a block of rows at a time, so
 memory stays at ``block_elements`` distances (256 MiB by default) whatever the number
 of points; the cost is three N x N x D matrix products.
