@@ -10,8 +10,9 @@ Metrics (``METRICS``): ``fid`` and ``kid`` on the 2048-d pool features; ``sfid``
 the spatial features (the first 7 channels of Mixed_6d's 1x1 branch, the TF graph's
 ``mixed_6/conv``, 17 x 17 x 7 = 2023 values flattened in NHWC order);
 ``inception_score`` of the samples, from the pool features times the classifier's
-weights without its bias (the TF graph's ``softmax/logits/MatMul``), in chunks of 5000
-in input order; ``precision``, ``recall``, ``density`` and ``coverage``
+weights without its bias (the TF graph's ``softmax/logits/MatMul``), the mean over 10
+consecutive splits in input order (the ADM evaluator's chunks of 5000 at 50,000
+samples); ``precision``, ``recall``, ``density`` and ``coverage``
 (:mod:`inception_jax.sample_metrics`) on the pool features. Both kinds of feature come
 from one forward pass.
 
@@ -29,7 +30,7 @@ import os
 import sys
 import zipfile
 from collections.abc import Sequence
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -41,7 +42,7 @@ STATISTICS_METRICS = ("fid", "sfid")  # a statistics file is enough for these
 POOL_LAYER = "Mixed_7c"  # averaged over space: the TF graph's pool_3
 SPATIAL_LAYER = "Mixed_6d.branch1x1"  # the TF graph's mixed_6/conv (after its BN and ReLU)
 SPATIAL_CHANNELS = 7
-IS_SPLIT_SIZE = 5000  # the ADM evaluator's (10 splits of a 50,000-sample batch)
+IS_SPLITS = 10  # consecutive, in input order: the ADM evaluator's 5000-sample splits at 50,000
 KID_SUBSET_SIZE = 1000
 STATISTICS_KEYS = {"fid": ("mu", "sigma"), "sfid": ("mu_s", "sigma_s")}
 
@@ -164,18 +165,7 @@ def _features_fn(model):
     return jax.jit(fn)
 
 
-def _load(item, resize: str, size: int) -> np.ndarray:
-    image = fid.read_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise FIDError(f"image of shape {image.shape} and dtype {image.dtype}: expected uint8 HxWx3")
-    if resize == "clean":
-        return fid.resize_clean(image, size) / 255.0
-    if image.shape[:2] != (size, size):
-        return np.asarray(fid.resize_bilinear(image[None] / np.float32(255.0), size)[0])
-    return image.astype(np.float32) / 255.0
-
-
-def features(
+def feature_batches(
     net: fid.FIDNetwork,
     images: Sequence[Any],
     batch_size: int = 50,
@@ -183,10 +173,11 @@ def features(
     size: int = fid.FID_SIZE,
     progress: bool = False,
     devices: Optional[Sequence[Any]] = None,
-) -> Features:
-    """The pool and spatial features of ``images`` (file names, uint8 HWC arrays or an
-    :class:`NpzImages`), read and resized as :func:`inception_jax.fid.activations`
-    does, in one forward pass a batch; each batch is split over ``devices``."""
+) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """``(pool, spatial)`` float32 features of ``images`` (file names, image arrays or an
+    :class:`NpzImages`), one batch at a time and in order, read and resized on the host
+    as :func:`inception_jax.fid.activations` does, in one forward pass a batch; each
+    batch is split over ``devices`` (this process's by default)."""
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -200,23 +191,41 @@ def features(
     sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
     variables = jax.device_put(net.variables, NamedSharding(sharding.mesh, PartitionSpec()))
     fn = _features_fn(net.model)
-    pool = spatial = None
     bar = fid._progress(n, progress)
     try:
         for start in range(0, n, step):
             chunk = images[start : start + step]
             batch = np.zeros((step, size, size, 3), np.float32)
             for k, item in enumerate(chunk):
-                batch[k] = _load(item, resize, size)
-            p, s = (np.asarray(a) for a in fn(variables, jax.device_put(batch, sharding)))
-            if pool is None:
-                pool, spatial = np.zeros((n, p.shape[1]), np.float32), np.zeros((n, s.shape[1]), np.float32)
-            pool[start : start + len(chunk)] = p[: len(chunk)]
-            spatial[start : start + len(chunk)] = s[: len(chunk)]
+                batch[k] = fid.network_input(item, resize, size)
+            pool, spatial = (
+                np.asarray(a)[: len(chunk)] for a in fn(variables, jax.device_put(batch, sharding))
+            )
+            yield pool, spatial
             bar(len(chunk))
     finally:
         bar(None)  # an error message then starts on a line of its own
-    return Features(pool, spatial)
+
+
+def features(net: fid.FIDNetwork, images: Sequence[Any], **kw) -> Features:
+    """All the pool and spatial features of ``images`` (:func:`feature_batches`'s
+    keywords), held in memory: what KID, the Inception Score and the k-NN metrics need."""
+    pools, spatials = zip(*feature_batches(net, images, **kw))
+    return Features(np.concatenate(pools), np.concatenate(spatials))
+
+
+def feature_statistics(net: fid.FIDNetwork, images: Sequence[Any], **kw) -> Dict[str, np.ndarray]:
+    """``mu``, ``sigma`` (pool) and ``mu_s``, ``sigma_s`` (spatial) of ``images``,
+    accumulated batch by batch (:class:`inception_jax.fid.RunningStatistics`): memory
+    O(D^2), never O(N x D), for FID and sFID alone."""
+    pool = spatial = None
+    for p, s in feature_batches(net, images, **kw):
+        if pool is None:
+            pool, spatial = fid.RunningStatistics(p.shape[1]), fid.RunningStatistics(s.shape[1])
+        pool.update(p)
+        spatial.update(s)
+    (mu, sigma), (mu_s, sigma_s) = pool.result(), spatial.result()
+    return {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
 
 
 def unbiased_logits(net: fid.FIDNetwork, pool: np.ndarray) -> np.ndarray:
@@ -321,42 +330,39 @@ def evaluate(
     metrics = tuple(m for m in METRICS if m in metrics)
     check(ref, samples, metrics, nearest_k, kid_subset_size, dims)
     kw = dict(batch_size=batch_size, resize=resize, progress=progress)
-    if metrics == ("fid",):  # the pool statistics alone: no features kept in memory
-        stats = [
-            (s.stored["mu"], s.stored["sigma"])
-            if s.has_statistics("fid")
-            else fid.statistics(fid.activations(net, s.images, dims, **kw))
-            for s in (ref, samples)
-        ]
-        return {"fid": fid.frechet_distance(*stats[0], *stats[1])}, _stored_note(ref, samples, "fid")
-
-    def needs_features(side: Source) -> bool:
-        per_image = set(metrics) - set(STATISTICS_METRICS) - ({"inception_score"} if side is ref else set())
-        return side.images is not None and bool(
-            per_image or any(m in STATISTICS_KEYS and not side.has_statistics(m) for m in metrics)
-        )
-
-    feats = {id(s): features(net, s.images, **kw) for s in (ref, samples) if needs_features(s)}
+    if dims != 2048:  # FID alone, on another of pytorch-fid's blocks
+        stats = [fid.streaming_statistics(net, s.images, dims, **kw) for s in (ref, samples)]
+        return {"fid": fid.frechet_distance(*stats[0], *stats[1])}, {}
+    per_image = set(metrics) - set(STATISTICS_METRICS)
+    feats: Dict[int, Features] = {}
+    stats: Dict[int, Dict[str, np.ndarray]] = {}
+    for side in (ref, samples):
+        mine = per_image - ({"inception_score"} if side is ref else set())
+        if side.images is not None and mine:  # KID, IS, the k-NN metrics: every feature
+            feats[id(side)] = features(net, side.images, **kw)
+        elif side.images is not None and any(
+            not side.has_statistics(m) for m in metrics if m in STATISTICS_KEYS
+        ):
+            stats[id(side)] = feature_statistics(net, side.images, **kw)  # FID, sFID: streamed
     values: Dict[str, float] = {}
     notes: Dict[str, str] = {}
     for m in STATISTICS_METRICS:
         if m in metrics:
             mu, sigma = STATISTICS_KEYS[m]
-            stats = [
-                (s.stored[mu], s.stored[sigma])
-                if s.has_statistics(m)
-                else fid.statistics(getattr(feats[id(s)], "pool" if m == "fid" else "spatial"))
-                for s in (ref, samples)
-            ]
-            values[m] = fid.frechet_distance(*stats[0], *stats[1])
+            pair = []
+            for s in (ref, samples):
+                if s.has_statistics(m):
+                    pair.append((s.stored[mu], s.stored[sigma]))
+                elif id(s) in stats:
+                    pair.append((stats[id(s)][mu], stats[id(s)][sigma]))
+                else:
+                    pair.append(fid.statistics(getattr(feats[id(s)], "pool" if m == "fid" else "spatial")))
+            values[m] = fid.frechet_distance(*pair[0], *pair[1])
             notes.update(_stored_note(ref, samples, m))
     if "inception_score" in metrics:
         logits = unbiased_logits(net, feats[id(samples)].pool)
-        values["inception_score"], std = fid.inception_score(logits, split_size=IS_SPLIT_SIZE)
-        splits = -(-len(logits) // IS_SPLIT_SIZE)
-        notes["inception_score"] = (
-            f"of the samples only; {splits} split(s) of up to {IS_SPLIT_SIZE}, std {std:.4g}"
-        )
+        values["inception_score"], std = fid.inception_score(logits, splits=IS_SPLITS)
+        notes["inception_score"] = f"of the samples only; {IS_SPLITS} splits in input order, std {std:.4g}"
     manifold = [m for m in metrics if m in sample_metrics.MANIFOLD_METRICS]
     if manifold:
         real, fake = feats[id(ref)].pool, feats[id(samples)].pool
@@ -376,12 +382,11 @@ def _stored_note(ref: Source, samples: Source, metric: str) -> Dict[str, str]:
     return {metric: f"the {names} stored in {' and '.join(stored)}"} if stored else {}
 
 
-def save_statistics(path: str, feats: Features) -> None:
+def save_statistics(path: str, stats: Dict[str, np.ndarray]) -> None:
     """``mu``, ``sigma`` (pool) and ``mu_s``, ``sigma_s`` (spatial), the ADM reference
-    batches' names; pytorch-fid reads the first two."""
-    mu, sigma = fid.statistics(feats.pool)
-    mu_s, sigma_s = fid.statistics(feats.spatial)
-    np.savez(path, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+    batches' names (:func:`feature_statistics` gives them); pytorch-fid reads the first
+    two."""
+    np.savez(path, **{k: stats[k] for k in ("mu", "sigma", "mu_s", "sigma_s")})
 
 
 def print_table(values: Dict[str, float], notes: Dict[str, str], file=sys.stdout) -> None:

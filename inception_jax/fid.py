@@ -248,7 +248,7 @@ def _block_fn(model, dims: int):
     return jax.jit(fn)
 
 
-def _network_input(item, resize: str, size: int) -> np.ndarray:
+def network_input(item, resize: str, size: int) -> np.ndarray:
     """One image (a path or an array, as :func:`to_rgb8` takes) as float32 HWC in
     [0, 1] at ``size`` x ``size``, resized on the host, so that every batch has one
     shape and the network compiles once whatever the image sizes."""
@@ -305,7 +305,7 @@ def activation_batches(
             count = max(0, min(step, stop - start))
             batch = np.zeros((step, size, size, 3), np.float32)  # padded: one shape, one program
             for k in range(count):
-                batch[k] = _network_input(images[start + k], resize, size)
+                batch[k] = network_input(images[start + k], resize, size)
             acts = fn(variables, jax.device_put(batch, sharding))
             yield np.asarray(acts, np.float64)[:count]
             bar(count * pc)
@@ -706,10 +706,10 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         kw = dict(batch_size=args.batch_size, resize=args.resize, progress=True)
         if args.save_stats:
             if args.dims == 2048:
-                evaluation.save_statistics(out, evaluation.features(net, source.images, **kw))
+                evaluation.save_statistics(out, evaluation.feature_statistics(net, source.images, **kw))
                 print(f"wrote {out} (mu, sigma: 2048 dims; mu_s, sigma_s: spatial)")
             else:
-                mu, sigma = statistics(activations(net, source.images, args.dims, **kw))
+                mu, sigma = streaming_statistics(net, source.images, args.dims, **kw)
                 save_statistics(out, mu, sigma)
                 print(f"wrote {out} ({mu.shape[0]} dims)")
             return 0
