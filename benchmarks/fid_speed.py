@@ -6,7 +6,9 @@ cold time.
     python benchmarks/fid_speed.py --images 200 --synthetic --rounds 1
 
 Each run is a fresh Python process that reads a folder of PNGs (CIFAR-10's first
-``--images`` training images at 32x32, or random ones with ``--synthetic``), loads
+``--images`` training images at 32x32 from the tfds data directory
+``$INCEPTION_JAX_CIFAR_DIR`` (default ``~/tensorflow_datasets``), or random ones with
+``--synthetic`` or where there is none), loads
 the FID network from one ``.pth`` in pytorch-fid's format (pytorch-fid's own
 ``fid_inception_v3`` with random weights and BatchNorm statistics: the real file is a
 download), resizes every image to 299x299 and computes its ``--dims`` activations at
@@ -35,7 +37,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR = os.path.join(ROOT, "..", "shared", "data", "tfds")
+# a prepared tfds data directory holding cifar10
+CIFAR = os.path.expanduser(os.environ.get("INCEPTION_JAX_CIFAR_DIR", "~/tensorflow_datasets"))
 
 
 def _child(args) -> None:

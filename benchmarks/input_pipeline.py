@@ -60,7 +60,11 @@ def pipeline(data_dir: str, size: int, batch: int, workers: int, batches: int) -
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-dir", default=os.path.join("/tmp", "inception_jax_imagenet_like"))
-    p.add_argument("--cifar-dir", default=os.path.join(ROOT, "..", "shared", "data", "tfds"))
+    p.add_argument(
+        "--cifar-dir",
+        default=os.path.expanduser(os.environ.get("INCEPTION_JAX_CIFAR_DIR", "~/tensorflow_datasets")),
+        help="a prepared tfds data directory holding cifar10",
+    )
     p.add_argument("--num-train", type=int, default=2000)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=64)
