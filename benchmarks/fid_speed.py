@@ -101,23 +101,12 @@ def _write_images(folder: str, n: int, synthetic: bool) -> str:
 
 def _write_weights(path: str) -> None:
     """pytorch-fid's fid_inception_v3 with random weights and BatchNorm statistics."""
-    from unittest import mock
-
     import torch
-    from pytorch_fid import inception as pfi
 
-    torch.manual_seed(0)
-    with (
-        mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: None),
-        mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None),
-    ):
-        net = pfi.fid_inception_v3()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    torch.save(net.state_dict(), path)
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from torch_refs import pytorch_fid_network
+
+    torch.save(pytorch_fid_network().state_dict(), path)
 
 
 def _measure(which: str, args, folder: str, weights: str, cache: str = "") -> dict:

@@ -9,6 +9,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch_refs
 from cli import run_module
 
 from inception_jax import fid
@@ -29,20 +30,7 @@ def rel(a, b):
 def torch_fid_net():
     """pytorch-fid's own fid_inception_v3 (its FIDInception blocks), random weights and
     random BatchNorm statistics instead of the downloaded file."""
-    torch.manual_seed(0)
-    with (
-        mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: None),
-        mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None),
-    ):
-        net = pfi.fid_inception_v3()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return torch_refs.pytorch_fid_network()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 prdc = pytest.importorskip("prdc")
 fid_score = pytest.importorskip("pytorch_fid.fid_score")
 
+import torch_refs  # noqa: E402
 from test_fid import _cli, _torch_wrapper, _write_images, rel  # noqa: E402
 
 
@@ -25,26 +26,9 @@ def torch_fid_net():
     their norm. (With torch's default init the deep random network maps every image
     to nearly one point, 1e-7 apart in 11, where no nearest-neighbour decision is
     meaningful.)"""
-    from unittest import mock
-
-    from pytorch_fid import inception as pfi
-
-    torch.manual_seed(0)
-    with (
-        mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: None),
-        mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None),
-    ):
-        net = pfi.fid_inception_v3()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.8, 1.2)
-                m.weight.uniform_(0.8, 1.2)
-                m.bias.uniform_(-0.1, 0.1)
-    return net.eval()
+    return torch_refs.pytorch_fid_network(
+        he_init=True, running_mean=(-0.1, 0.1), running_var=(0.8, 1.2), weight=(0.8, 1.2), bias=(-0.1, 0.1)
+    )
 
 
 @pytest.fixture(scope="module")

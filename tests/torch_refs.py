@@ -75,3 +75,39 @@ def rel_l2(a, b) -> float:
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def pytorch_fid_network(
+    seed: int = 0,
+    he_init: bool = False,
+    running_mean=(-0.5, 0.5),
+    running_var=(0.5, 2.0),
+    weight=(0.5, 1.5),
+    bias=(-0.2, 0.2),
+):
+    """pytorch-fid's own ``fid_inception_v3`` (its FIDInception blocks), with random
+    weights and BatchNorm statistics and parameters drawn uniformly from the given
+    ranges instead of the downloaded file. ``he_init``: He-initialised convolutions,
+    whose features differ from image to image (torch's default init maps every image
+    to nearly one point)."""
+    from unittest import mock
+
+    from pytorch_fid import inception as pfi
+
+    t = _torch()
+    t.manual_seed(seed)
+    with (
+        mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: None),
+        mock.patch.object(t.nn.Module, "load_state_dict", lambda self, *a, **k: None),
+    ):
+        net = pfi.fid_inception_v3()
+    with t.no_grad():
+        for m in net.modules():
+            if he_init and isinstance(m, t.nn.Conv2d):
+                t.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if isinstance(m, t.nn.BatchNorm2d):
+                m.running_mean.uniform_(*running_mean)
+                m.running_var.uniform_(*running_var)
+                m.weight.uniform_(*weight)
+                m.bias.uniform_(*bias)
+    return net.eval()
