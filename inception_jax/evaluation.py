@@ -331,8 +331,13 @@ def evaluate(
     check(ref, samples, metrics, nearest_k, kid_subset_size, dims)
     kw = dict(batch_size=batch_size, resize=resize, progress=progress)
     if dims != 2048:  # FID alone, on another of pytorch-fid's blocks
-        stats = [fid.streaming_statistics(net, s.images, dims, **kw) for s in (ref, samples)]
-        return {"fid": fid.frechet_distance(*stats[0], *stats[1])}, {}
+        stats = [
+            (s.stored["mu"], s.stored["sigma"])
+            if s.has_statistics("fid")
+            else fid.streaming_statistics(net, s.images, dims, **kw)
+            for s in (ref, samples)
+        ]
+        return {"fid": fid.frechet_distance(*stats[0], *stats[1])}, _stored_note(ref, samples, "fid")
     per_image = set(metrics) - set(STATISTICS_METRICS)
     feats: Dict[int, Features] = {}
     stats: Dict[int, Dict[str, np.ndarray]] = {}
